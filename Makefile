@@ -1,0 +1,129 @@
+# Outpost build, test and release entry points. `make help` lists targets.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Go from the official tarball lives in /usr/local/go; CI shells may not
+# have it on PATH.
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+
+GO      ?= go
+BINDIR  ?= bin
+PKG     := github.com/outpost-pki/outpost
+VERSION ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
+# -trimpath and -buildvcs=false make builds reproducible: no local paths,
+# and the commit comes only from COMMIT above.
+GOBUILD := $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
+
+# Which binaries need cgo, and why:
+# - outpost-agent: CGO_ENABLED=1. PKCS#11 HSMs are reached through
+#   crypto11/miekg/pkcs11, which dlopen()s the vendor's C module. Cross
+#   builds therefore need a C cross compiler per target (installed by
+#   `make deps`). The TPM backend (go-tpm) is pure Go.
+# - outpost-controlplane: CGO_ENABLED=1, for the same PKCS#11 reason (CA
+#   keys in an HSM).
+# - outpostctl: CGO_ENABLED=0. Pure Go, a static binary that runs anywhere.
+# Tests also need cgo: the race detector, SoftHSM2 through crypto11, and
+# the in-process TPM simulator (which links OpenSSL's libcrypto).
+CC_ARM64 ?= aarch64-linux-gnu-gcc
+CC_ARMV7 ?= arm-linux-gnueabihf-gcc
+
+# Debian packages the build and the tests need. PostgreSQL 15 is expected
+# at /usr/lib/postgresql/15/bin and installed only when missing.
+DEB_PACKAGES := ca-certificates git make gcc libc6-dev libssl-dev \
+	gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
+	softhsm2 opensc swtpm swtpm-tools tpm2-tools \
+	mosquitto mosquitto-clients protobuf-compiler chromium busybox curl openssl
+PG_BINDIR := /usr/lib/postgresql/15/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+TEST_TIMEOUT ?= 18m
+TEST_FLAGS   ?=
+BENCH        ?= .
+BENCHTIME    ?= 1s
+
+.PHONY: help
+help: ## list the targets with a one-line description
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install build and test dependencies (Debian packages, pinned Go tools); idempotent, no prompts
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	[ -x $(PG_BINDIR)/initdb ] || missing="$$missing postgresql-15"; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		$(SUDO) apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "deps: all Debian packages present"; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "deps: Go not found: install Go 1.26 into /usr/local/go (https://go.dev/dl/)"; exit 1; }
+	$(GO) mod download
+	@# Pinned Go tools come from go.mod's tool directives; building them
+	@# here caches them, so later targets work offline.
+	$(GO) build -o /dev/null tool
+
+.PHONY: build
+build: ## build all binaries into bin/ (agent also for linux/arm64 and linux/armv7)
+	@mkdir -p $(BINDIR)
+	CGO_ENABLED=1 $(GOBUILD) -o $(BINDIR)/outpost-agent ./agent/cmd/outpost-agent
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=$(CC_ARM64) $(GOBUILD) -o $(BINDIR)/outpost-agent-linux-arm64 ./agent/cmd/outpost-agent
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=$(CC_ARMV7) $(GOBUILD) -o $(BINDIR)/outpost-agent-linux-armv7 ./agent/cmd/outpost-agent
+	CGO_ENABLED=1 $(GOBUILD) -o $(BINDIR)/outpost-controlplane ./controlplane/cmd/outpost-controlplane
+	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
+
+.PHONY: check
+check: fmt-check tidy-check vet gen-check ## all drift checks: gofmt, go vet, go mod tidy, generated code
+
+.PHONY: fmt-check
+fmt-check: ## fail if a Go file is not gofmt-formatted
+	@out="$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*' -not -path './.git/*'))"; \
+	if [ -n "$$out" ]; then echo "fmt-check: not gofmt-formatted (run gofmt -w):"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## run go vet on every package
+	$(GO) vet ./...
+
+.PHONY: tidy-check
+tidy-check: ## fail if go.mod or go.sum differ from what go mod tidy writes
+	@$(GO) mod tidy -diff || { echo "tidy-check: go.mod/go.sum are not tidy (run go mod tidy)"; exit 1; }
+
+.PHONY: gen-check
+gen-check: ## fail if go generate or make proto would change a tracked file
+	@if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then echo "gen-check: not a git checkout, skipped"; exit 0; fi; \
+	before="$$(git status --porcelain)"; \
+	$(MAKE) --no-print-directory proto; \
+	$(GO) generate ./...; \
+	after="$$(git status --porcelain)"; \
+	if [ "$$before" != "$$after" ]; then echo "gen-check: generated files changed (run make proto; go generate ./... and commit):"; diff <(echo "$$before") <(echo "$$after") || true; exit 1; fi
+
+.PHONY: lint
+lint: fmt-check vet ## static analysis: gofmt, go vet, staticcheck
+	$(GO) tool staticcheck ./...
+
+.PHONY: proto
+proto: ## regenerate Go code from proto/*.proto (protoc + pinned protoc-gen-go)
+	@files="$$(find proto -name '*.proto' 2>/dev/null)"; \
+	if [ -z "$$files" ]; then echo "proto: no .proto files yet"; exit 0; fi; \
+	protoc --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" --go_out=. --go_opt=paths=source_relative $$files
+
+.PHONY: test
+test: deps check ## install deps, run the drift checks, then every test with the race detector
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... 2>&1 | tee test-output.log; \
+	skipped="$$(grep -E -- '--- SKIP' test-output.log || true)"; \
+	if [ -n "$$skipped" ]; then echo "test: skipped tests are not allowed (a missing dependency must fail, not skip):"; echo "$$skipped"; exit 1; fi; \
+	echo "test: $$(grep -cE -- '--- PASS' test-output.log) passed, $$(grep -cE -- '--- FAIL' test-output.log || true) failed, 0 skipped"
+
+.PHONY: bench
+bench: ## run the benchmarks (BENCH=regexp, BENCHTIME=1s)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BINDIR) test-output.log
