@@ -11,8 +11,11 @@ export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO      ?= go
 BINDIR  ?= bin
 PKG     := github.com/outpost-pki/outpost
-VERSION ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.0.0-dev)
-COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# CI may run as root on a checkout another user owns; git then refuses to
+# read it unless told the directory is safe.
+GIT     := git -c safe.directory=$(CURDIR)
+VERSION ?= $(shell $(GIT) describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT  ?= $(shell $(GIT) rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
 # -trimpath and -buildvcs=false make builds reproducible: no local paths,
 # and the commit comes only from COMMIT above.
@@ -79,7 +82,7 @@ build: ## build all binaries into bin/ (agent also for linux/arm64 and linux/arm
 	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
 
 .PHONY: check
-check: fmt-check tidy-check vet gen-check ## all drift checks: gofmt, go vet, go mod tidy, generated code
+check: fmt-check tidy-check vet staticcheck gen-check ## all checks make test runs first: gofmt, go mod tidy, go vet, staticcheck, generated code
 
 .PHONY: fmt-check
 fmt-check: ## fail if a Go file is not gofmt-formatted
@@ -96,16 +99,19 @@ tidy-check: ## fail if go.mod or go.sum differ from what go mod tidy writes
 
 .PHONY: gen-check
 gen-check: ## fail if go generate or make proto would change a tracked file
-	@if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then echo "gen-check: not a git checkout, skipped"; exit 0; fi; \
-	before="$$(git status --porcelain)"; \
+	@if ! $(GIT) rev-parse --is-inside-work-tree >/dev/null 2>&1; then echo "gen-check: not a git checkout, skipped"; exit 0; fi; \
+	before="$$($(GIT) status --porcelain)"; \
 	$(MAKE) --no-print-directory proto; \
 	$(GO) generate ./...; \
-	after="$$(git status --porcelain)"; \
+	after="$$($(GIT) status --porcelain)"; \
 	if [ "$$before" != "$$after" ]; then echo "gen-check: generated files changed (run make proto; go generate ./... and commit):"; diff <(echo "$$before") <(echo "$$after") || true; exit 1; fi
 
-.PHONY: lint
-lint: fmt-check vet ## static analysis: gofmt, go vet, staticcheck
+.PHONY: staticcheck
+staticcheck: ## run staticcheck (version pinned in go.mod)
 	$(GO) tool staticcheck ./...
+
+.PHONY: lint
+lint: fmt-check vet staticcheck ## static analysis: gofmt, go vet, staticcheck
 
 .PHONY: proto
 proto: ## regenerate Go code from proto/*.proto (protoc + pinned protoc-gen-go)
@@ -115,7 +121,8 @@ proto: ## regenerate Go code from proto/*.proto (protoc + pinned protoc-gen-go)
 
 .PHONY: test
 test: deps check ## install deps, run the drift checks, then every test with the race detector
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... 2>&1 | tee test-output.log; \
+	@echo "test: go test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... (output also in test-output.log)"
+	@$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... 2>&1 | tee test-output.log; \
 	skipped="$$(grep -E -- '--- SKIP' test-output.log || true)"; \
 	if [ -n "$$skipped" ]; then echo "test: skipped tests are not allowed (a missing dependency must fail, not skip):"; echo "$$skipped"; exit 1; fi; \
 	echo "test: $$(grep -cE -- '--- PASS' test-output.log) passed, $$(grep -cE -- '--- FAIL' test-output.log || true) failed, 0 skipped"

@@ -129,11 +129,7 @@ func (c *Chromium) NewContext(parent context.Context) (context.Context, context.
 // Close stops the browser and every helper process it started, and
 // removes its profile.
 func (c *Chromium) Close() error {
-	err := c.proc.stop(syscall.SIGTERM, 10*time.Second)
-	if rerr := os.RemoveAll(c.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(c.proc, syscall.SIGTERM, 10*time.Second, c.dir)
 }
 
 func (c *Chromium) logs() []string { return []string{filepath.Join(c.dir, "chromium.log")} }

@@ -148,23 +148,16 @@ func (m *Mosquitto) start(ctx context.Context) error {
 	if err := os.WriteFile(conf, []byte(m.config()), 0o600); err != nil {
 		return fmt.Errorf("mosquitto: writing config: %w", err)
 	}
-	proc, err := startProcess(procSpec{
+	proc, err := startTCPService(procSpec{
 		name:    "mosquitto",
 		argv:    []string{m.bin, "-c", conf},
 		dir:     m.dir,
 		logPath: filepath.Join(m.dir, "mosquitto.log"),
-	})
+	}, m.Addr())
 	if err != nil {
 		return err
 	}
 	m.proc = proc
-	if err := waitTCP(proc, m.Addr(), 20*time.Second); err != nil {
-		if proc.exited() && strings.Contains(proc.logTail(10), "Address already in use") {
-			return errPortTaken
-		}
-		_ = proc.stop(syscall.SIGTERM, 5*time.Second)
-		return err
-	}
 	return nil
 }
 
@@ -212,14 +205,7 @@ func (m *Mosquitto) Dial(ctx context.Context, clientCN string) (net.Conn, error)
 
 // Close stops the broker and removes its directory.
 func (m *Mosquitto) Close() error {
-	var err error
-	if m.proc != nil {
-		err = m.proc.stop(syscall.SIGTERM, 10*time.Second)
-	}
-	if rerr := os.RemoveAll(m.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(m.proc, syscall.SIGTERM, 10*time.Second, m.dir)
 }
 
 func (m *Mosquitto) logs() []string { return []string{filepath.Join(m.dir, "mosquitto.log")} }

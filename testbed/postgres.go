@@ -244,15 +244,8 @@ func (pg *Postgres) NewDatabase(t testing.TB) string {
 // Close stops the server (fast shutdown, then SIGKILL) and removes its
 // directory.
 func (pg *Postgres) Close() error {
-	var err error
-	if pg.proc != nil {
-		// SIGINT is Postgres' "fast" shutdown: abort sessions, checkpoint, exit.
-		err = pg.proc.stop(syscall.SIGINT, 10*time.Second)
-	}
-	if rerr := os.RemoveAll(pg.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	return err
+	// SIGINT is Postgres' "fast" shutdown: abort sessions, checkpoint, exit.
+	return shutdown(pg.proc, syscall.SIGINT, 10*time.Second, pg.dir)
 }
 
 func (pg *Postgres) logs() []string { return []string{filepath.Join(pg.dir, "postgres.log")} }

@@ -279,6 +279,37 @@ func waitTCP(p *process, addr string, timeout time.Duration) error {
 	}
 }
 
+// startTCPService starts spec and waits until addr accepts connections.
+// It returns errPortTaken when the service died because the port was
+// taken (the caller retries with another port).
+func startTCPService(spec procSpec, addr string) (*process, error) {
+	proc, err := startProcess(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitTCP(proc, addr, 20*time.Second); err != nil {
+		if proc.exited() && strings.Contains(proc.logTail(10), "Address already in use") {
+			return nil, errPortTaken
+		}
+		_ = proc.stop(syscall.SIGTERM, 5*time.Second)
+		return nil, err
+	}
+	return proc, nil
+}
+
+// shutdown stops proc, if it was started, with sig (then SIGKILL after
+// grace) and removes the service directory dir.
+func shutdown(proc *process, sig syscall.Signal, grace time.Duration, dir string) error {
+	var err error
+	if proc != nil {
+		err = proc.stop(sig, grace)
+	}
+	if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
+}
+
 // errPortTaken marks a start that failed because another process took the
 // port between freePort and the service binding it.
 var errPortTaken = errors.New("port taken")

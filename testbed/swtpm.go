@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -78,7 +77,7 @@ func (s *Swtpm) startRetrying(ctx context.Context, newPorts bool) error {
 }
 
 func (s *Swtpm) start(ctx context.Context) error {
-	proc, err := startProcess(procSpec{
+	proc, err := startTCPService(procSpec{
 		name: "swtpm",
 		argv: []string{s.bin, "socket", "--tpm2",
 			"--tpmstate", "dir=" + filepath.Join(s.dir, "state"),
@@ -88,18 +87,11 @@ func (s *Swtpm) start(ctx context.Context) error {
 		},
 		dir:     s.dir,
 		logPath: filepath.Join(s.dir, "swtpm.log"),
-	})
+	}, s.Addr())
 	if err != nil {
 		return err
 	}
 	s.proc = proc
-	if err := waitTCP(proc, s.Addr(), 20*time.Second); err != nil {
-		if proc.exited() && strings.Contains(proc.logTail(10), "Address already in use") {
-			return errPortTaken
-		}
-		_ = proc.stop(syscall.SIGTERM, 5*time.Second)
-		return err
-	}
 	return nil
 }
 
@@ -112,8 +104,9 @@ func (s *Swtpm) CtrlAddr() string { return fmt.Sprintf("127.0.0.1:%d", s.ctrlPor
 // StateDir returns the directory holding the TPM's persistent state.
 func (s *Swtpm) StateDir() string { return filepath.Join(s.dir, "state") }
 
-// Restart stops the TPM and starts it again on the same ports with the
-// same state, like a gateway rebooting. Open connections break.
+// Restart stops the TPM and starts it again with the same state, like a
+// gateway rebooting. It keeps its ports unless another process took them
+// meanwhile: read Addr again after Restart. Open connections break.
 func (s *Swtpm) Restart(ctx context.Context) error {
 	if err := s.proc.stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		return err
@@ -123,14 +116,7 @@ func (s *Swtpm) Restart(ctx context.Context) error {
 
 // Close stops the TPM and removes its state.
 func (s *Swtpm) Close() error {
-	var err error
-	if s.proc != nil {
-		err = s.proc.stop(syscall.SIGTERM, 10*time.Second)
-	}
-	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	return err
+	return shutdown(s.proc, syscall.SIGTERM, 10*time.Second, s.dir)
 }
 
 func (s *Swtpm) logs() []string { return []string{filepath.Join(s.dir, "swtpm.log")} }
