@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
+
 	"github.com/outpost-pki/outpost/internal/testpki"
 )
 
@@ -188,19 +190,30 @@ func (m *Mosquitto) ClientTLS(clientCN string) (*tls.Config, error) {
 }
 
 // Dial opens a connection to the broker (TLS when the broker uses it, with
-// the client certificate for clientCN if not empty), ready to hand to an
-// MQTT client.
+// the client certificate for clientCN if not empty), ready to hand to a
+// paho client. The connection is wrapped so that paho serialises whole
+// packets: it writes from several goroutines, and a packet written in
+// pieces can interleave with another one (the broker then reports a
+// malformed packet; seen with TLS).
 func (m *Mosquitto) Dial(ctx context.Context, clientCN string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	if !m.opts.TLS {
-		return d.DialContext(ctx, "tcp", m.Addr())
+		conn, err := d.DialContext(ctx, "tcp", m.Addr())
+		if err != nil {
+			return nil, err
+		}
+		return packets.NewThreadSafeConn(conn), nil
 	}
 	cfg, err := m.ClientTLS(clientCN)
 	if err != nil {
 		return nil, err
 	}
 	td := &tls.Dialer{NetDialer: d, Config: cfg}
-	return td.DialContext(ctx, "tcp", m.Addr())
+	conn, err := td.DialContext(ctx, "tcp", m.Addr())
+	if err != nil {
+		return nil, err
+	}
+	return packets.NewThreadSafeConn(conn), nil
 }
 
 // Close stops the broker and removes its directory.
