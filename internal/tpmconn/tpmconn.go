@@ -58,10 +58,42 @@ func New(rw io.ReadWriteCloser) *Conn {
 	return &Conn{rw: rw, timeout: DefaultTimeout}
 }
 
-// Send writes one command and returns the complete response.
+// Response codes after which the TPM wants the same command again
+// (TPM 2.0 Part 2, 6.6.3): TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING.
+const (
+	rcRetry   = 0x922
+	rcYielded = 0x908
+	rcTesting = 0x90A
+)
+
+// maxAttempts bounds resending a command the TPM asked to retry; with the
+// doubling back-off below that is about 4 seconds in all.
+const maxAttempts = 12
+
+// Send writes one command and returns the complete response, resending it
+// (with back-off) while the TPM answers that it is busy.
 func (c *Conn) Send(cmd []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	backoff := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		rsp, err := c.roundTrip(cmd)
+		if err != nil {
+			return nil, err
+		}
+		switch binary.BigEndian.Uint32(rsp[6:10]) {
+		case rcRetry, rcYielded, rcTesting:
+			if attempt < maxAttempts {
+				time.Sleep(backoff)
+				backoff *= 2
+				continue
+			}
+		}
+		return rsp, nil
+	}
+}
+
+func (c *Conn) roundTrip(cmd []byte) ([]byte, error) {
 	if nc, ok := c.rw.(net.Conn); ok && c.timeout > 0 {
 		_ = nc.SetDeadline(time.Now().Add(c.timeout))
 		defer nc.SetDeadline(time.Time{})

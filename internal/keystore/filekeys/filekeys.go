@@ -29,6 +29,7 @@ import (
 
 	"github.com/youmark/pkcs8"
 
+	"github.com/outpost-pki/outpost/internal/fsutil"
 	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/internal/secret"
 )
@@ -138,10 +139,10 @@ func (s *Store) Generate(_ context.Context, name string, alg keystore.Algorithm)
 	// Public part first: a crash between the two writes leaves a public
 	// key without a private one, which Load reports as not found and
 	// Generate overwrites; never a private key that List cannot see.
-	if err := writeFileAtomic(s.pubPath(name), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644, true); err != nil {
+	if err := fsutil.WriteFile(s.pubPath(name), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644, true); err != nil {
 		return nil, fmt.Errorf("filekeys: writing public key %s: %w", name, err)
 	}
-	if err := writeFileAtomic(s.keyPath(name), pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: enc}), 0o600, false); err != nil {
+	if err := fsutil.WriteFile(s.keyPath(name), pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: enc}), 0o600, false); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("filekeys: %w: %s", keystore.ErrExists, name)
 		}
@@ -243,7 +244,7 @@ func (s *Store) Delete(_ context.Context, name string) error {
 		return fmt.Errorf("filekeys: deleting %s: %w", name, err)
 	}
 	_ = os.Remove(s.pubPath(name))
-	return syncDir(s.dir)
+	return fsutil.SyncDir(s.dir)
 }
 
 // Close forgets the passphrase. Signers already loaded keep working: they
@@ -279,49 +280,5 @@ func readPEM(path, wantType string) (*pem.Block, error) {
 	return block, nil
 }
 
-// writeFileAtomic writes data to path durably: a temporary file in the
-// same directory, fsync, then rename (overwrite true) or link (overwrite
-// false: fails with fs.ErrExist if path exists), then fsync the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode, overwrite bool) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if overwrite {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		err = os.Link(tmp.Name(), path)
-	}
-	if err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
 
 var _ keystore.Store = (*Store)(nil)

@@ -28,7 +28,7 @@ import (
 // Harness tells the suite how to reach a backend.
 type Harness struct {
 	// Open returns a new store instance over the same persistent state
-	// each time it is called; the suite closes it.
+	// each time it is called; the suite closes it (perhaps twice).
 	Open func(t *testing.T) keystore.Store
 	// Algorithms the backend must support.
 	Algorithms []keystore.Algorithm
@@ -37,6 +37,15 @@ type Harness struct {
 // Run runs the suite.
 func Run(t *testing.T, h Harness) {
 	ctx := context.Background()
+	open := h.Open
+	// Every store is closed when its subtest ends, even on failure: some
+	// TPMs (an swtpm socket) serve one connection at a time. Close must
+	// therefore tolerate being called twice.
+	h.Open = func(t *testing.T) keystore.Store {
+		s := open(t)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
 
 	t.Run("generate sign verify reload", func(t *testing.T) {
 		s := h.Open(t)

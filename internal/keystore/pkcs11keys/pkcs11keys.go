@@ -41,8 +41,10 @@ type Config struct {
 // Store is a logged-in PKCS#11 token.
 type Store struct {
 	ctx *crypto11.Context
-	// mu orders Generate and Delete, which check then act on labels.
-	mu sync.Mutex
+	// mu orders Generate and Delete, which check then act on labels,
+	// and Close.
+	mu     sync.Mutex
+	closed bool
 }
 
 // Open loads the module, finds the token by label and logs in. A wrong or
@@ -84,6 +86,9 @@ func isPINError(err error) bool {
 func (s *Store) find(name string) (crypto11.Signer, error) {
 	if err := keystore.ValidateName(name); err != nil {
 		return nil, err
+	}
+	if s.isClosed() {
+		return nil, keystore.ErrClosed
 	}
 	k, err := s.ctx.FindKeyPair(nil, []byte(name))
 	if err != nil {
@@ -164,6 +169,16 @@ func (s *Store) Public(_ context.Context, name string) (crypto.PublicKey, error)
 	return k.Public(), nil
 }
 
+func (s *Store) isClosed() bool {
+	// Close holds mu while it closes; Generate and Delete hold mu too, so
+	// this is only a fast path for the other methods.
+	if !s.mu.TryLock() {
+		return false
+	}
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // List returns every key pair on the token that has a valid name.
 func (s *Store) List(_ context.Context) ([]keystore.KeyInfo, error) {
 	keys, err := s.ctx.FindAllKeyPairs()
@@ -205,6 +220,15 @@ func (s *Store) Delete(_ context.Context, name string) error {
 }
 
 // Close logs out and unloads the module when no other store uses it.
-func (s *Store) Close() error { return s.ctx.Close() }
+// Closing twice is harmless.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.ctx.Close()
+}
 
 var _ keystore.Store = (*Store)(nil)
