@@ -280,5 +280,4 @@ func readPEM(path, wantType string) (*pem.Block, error) {
 	return block, nil
 }
 
-
 var _ keystore.Store = (*Store)(nil)

@@ -610,7 +610,6 @@ func (k *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	}
 }
 
-
 var (
 	_ keystore.Store = (*Store)(nil)
 	_ crypto.Signer  = (*Signer)(nil)
