@@ -46,7 +46,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 TEST_TIMEOUT ?= 18m
 TEST_FLAGS   ?=
 BENCH        ?= .
-BENCHTIME    ?= 1s
+BENCHTIME    ?= 2s
 
 .PHONY: help
 help: ## list the targets with a one-line description
@@ -128,8 +128,9 @@ test: deps check ## install deps, run the drift checks, then every test with the
 	echo "test: $$(grep -cE -- '--- PASS' test-output.log) passed, $$(grep -cE -- '--- FAIL' test-output.log || true) failed, 0 skipped"
 
 .PHONY: bench
-bench: ## run the benchmarks (BENCH=regexp, BENCHTIME=1s)
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...
+bench: deps ## run the benchmarks on real backends and write docs/BENCHMARKS.md (BENCH=regexp, BENCHTIME=2s)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./... \
+		| $(GO) run ./testbed/benchreport -out docs/BENCHMARKS.md -cmd "make bench BENCH='$(BENCH)' BENCHTIME=$(BENCHTIME)"
 
 .PHONY: clean
 clean: ## remove build output
