@@ -43,6 +43,10 @@ DEB_PACKAGES := ca-certificates git make gcc libc6-dev libssl-dev \
 PG_BINDIR := /usr/lib/postgresql/15/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
+# testbed/peers is a module of its own: peer software measured beside
+# Outpost, kept out of Outpost's go.mod.
+PEERS_DIR := testbed/peers
+
 TEST_TIMEOUT ?= 18m
 TEST_FLAGS   ?=
 BENCH        ?= .
@@ -68,6 +72,7 @@ deps: ## install build and test dependencies (Debian packages, pinned Go tools);
 	fi
 	@command -v $(GO) >/dev/null || { echo "deps: Go not found: install Go 1.26 into /usr/local/go (https://go.dev/dl/)"; exit 1; }
 	$(GO) mod download
+	cd $(PEERS_DIR) && $(GO) mod download
 	@# Pinned Go tools come from go.mod's tool directives; building them
 	@# here caches them, so later targets work offline.
 	$(GO) build -o /dev/null tool
@@ -92,10 +97,12 @@ fmt-check: ## fail if a Go file is not gofmt-formatted
 .PHONY: vet
 vet: ## run go vet on every package
 	$(GO) vet ./...
+	cd $(PEERS_DIR) && $(GO) vet ./...
 
 .PHONY: tidy-check
-tidy-check: ## fail if go.mod or go.sum differ from what go mod tidy writes
+tidy-check: ## fail if go.mod or go.sum differ from what go mod tidy writes (also in testbed/peers)
 	@$(GO) mod tidy -diff || { echo "tidy-check: go.mod/go.sum are not tidy (run go mod tidy)"; exit 1; }
+	@cd $(PEERS_DIR) && $(GO) mod tidy -diff || { echo "tidy-check: $(PEERS_DIR)/go.mod/go.sum are not tidy (run go mod tidy there)"; exit 1; }
 
 .PHONY: gen-check
 gen-check: ## fail if go generate or make proto would change a tracked file
@@ -122,14 +129,16 @@ proto: ## regenerate Go code from proto/*.proto (protoc + pinned protoc-gen-go)
 .PHONY: test
 test: deps check ## install deps, run the drift checks, then every test with the race detector
 	@echo "test: go test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... (output also in test-output.log)"
-	@$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... 2>&1 | tee test-output.log; \
+	@{ $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS) ./... && \
+	   cd $(PEERS_DIR) && $(GO) test -race -count=1 -v $(TEST_FLAGS) ./...; } 2>&1 | tee test-output.log; \
 	skipped="$$(grep -E -- '--- SKIP' test-output.log || true)"; \
 	if [ -n "$$skipped" ]; then echo "test: skipped tests are not allowed (a missing dependency must fail, not skip):"; echo "$$skipped"; exit 1; fi; \
 	echo "test: $$(grep -cE -- '--- PASS' test-output.log) passed, $$(grep -cE -- '--- FAIL' test-output.log || true) failed, 0 skipped"
 
 .PHONY: bench
 bench: deps ## run the benchmarks on real backends and write docs/BENCHMARKS.md (BENCH=regexp, BENCHTIME=2s)
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./... \
+	{ $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./... && \
+	  cd $(PEERS_DIR) && $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...; } \
 		| $(GO) run ./testbed/benchreport -out docs/BENCHMARKS.md -cmd "make bench BENCH='$(BENCH)' BENCHTIME=$(BENCHTIME)"
 
 .PHONY: clean
