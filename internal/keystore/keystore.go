@@ -142,3 +142,11 @@ func ValidateName(name string) error {
 	}
 	return nil
 }
+
+// Importer is implemented by stores that can take in an existing private
+// key (an imported CA). Hardware stores that generate keys on the device
+// usually do not offer it.
+type Importer interface {
+	// Import stores key under name; ErrExists if the name is taken.
+	Import(ctx context.Context, name string, key crypto.Signer) error
+}

@@ -66,6 +66,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	closed bool
+	wmu    sync.Mutex // serialises writes
 }
 
 // Open opens (creating if needed) the key directory.
@@ -125,30 +126,56 @@ func (s *Store) Generate(_ context.Context, name string, alg keystore.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("filekeys: generating %s: %w", alg, err)
 	}
+	if err := s.write(name, key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// Import stores an existing key (an imported CA's), encrypted like the
+// generated ones.
+func (s *Store) Import(_ context.Context, name string, key crypto.Signer) error {
+	if err := s.check(name); err != nil {
+		return err
+	}
+	if _, err := keystore.AlgorithmOf(key.Public()); err != nil {
+		return fmt.Errorf("filekeys: importing %s: %w", name, err)
+	}
+	return s.write(name, key)
+}
+
+func (s *Store) write(name string, key crypto.Signer) error {
+	// Check and write under one lock, so that a refused Generate never
+	// touches the existing key's public file.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := os.Stat(s.keyPath(name)); err == nil {
+		return fmt.Errorf("filekeys: %w: %s", keystore.ErrExists, name)
+	}
 	enc, err := pkcs8.MarshalPrivateKey(key, s.passphrase, &pkcs8.Opts{
 		Cipher:  pkcs8.AES256CBC,
 		KDFOpts: pkcs8.PBKDF2Opts{SaltSize: 16, IterationCount: s.iterations, HMACHash: crypto.SHA256},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("filekeys: encrypting key %s: %w", name, err)
+		return fmt.Errorf("filekeys: encrypting key %s: %w", name, err)
 	}
 	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("filekeys: %w", err)
+		return fmt.Errorf("filekeys: %w", err)
 	}
 	// Public part first: a crash between the two writes leaves a public
 	// key without a private one, which Load reports as not found and
 	// Generate overwrites; never a private key that List cannot see.
 	if err := fsutil.WriteFile(s.pubPath(name), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644, true); err != nil {
-		return nil, fmt.Errorf("filekeys: writing public key %s: %w", name, err)
+		return fmt.Errorf("filekeys: writing public key %s: %w", name, err)
 	}
 	if err := fsutil.WriteFile(s.keyPath(name), pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: enc}), 0o600, false); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("filekeys: %w: %s", keystore.ErrExists, name)
+			return fmt.Errorf("filekeys: %w: %s", keystore.ErrExists, name)
 		}
-		return nil, fmt.Errorf("filekeys: writing key %s: %w", name, err)
+		return fmt.Errorf("filekeys: writing key %s: %w", name, err)
 	}
-	return key, nil
+	return nil
 }
 
 // Load decrypts a key. A wrong passphrase gives ErrLocked.
@@ -280,4 +307,7 @@ func readPEM(path, wantType string) (*pem.Block, error) {
 	return block, nil
 }
 
-var _ keystore.Store = (*Store)(nil)
+var (
+	_ keystore.Store    = (*Store)(nil)
+	_ keystore.Importer = (*Store)(nil)
+)

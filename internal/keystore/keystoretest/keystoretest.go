@@ -133,6 +133,15 @@ func Run(t *testing.T, h Harness) {
 				t.Errorf("%s: got %v, want %v", tt.name, tt.err, tt.want)
 			}
 		}
+		// The refused Generate left the existing key intact.
+		k, err := s.Load(ctx, "dup")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Public(ctx, "dup")
+		if err != nil || !publicEqual(p, k.Public()) {
+			t.Errorf("after a refused Generate, Public() no longer matches the key (%v)", err)
+		}
 	})
 
 	t.Run("delete", func(t *testing.T) {
