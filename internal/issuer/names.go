@@ -55,6 +55,9 @@ import (
 // registeredID, ...) are never copied.
 type SANPolicy struct {
 	// DNS lists the allowed DNS name patterns. Default: none allowed.
+	// "**" alone allows every valid hostname (for a CA whose own name
+	// constraints, or the DMS policy, do the narrowing); it also works as
+	// an email domain pattern and as a URI host pattern.
 	DNS []string
 	// IPRanges lists the prefixes allowed IP addresses must fall in.
 	// Default: none allowed.
@@ -72,6 +75,7 @@ const (
 	dnsExact    dnsPatternKind = iota // the base name itself
 	dnsOneLabel                       // "*.base": exactly one more label
 	dnsAnyDepth                       // "**.base": one or more labels
+	dnsAnyName                        // "**" alone: every valid hostname
 )
 
 // dnsPattern is a parsed DNS pattern; base is lowercase.
@@ -82,6 +86,10 @@ type dnsPattern struct {
 
 func parseDNSPattern(s string) (dnsPattern, error) {
 	var p dnsPattern
+	if s == "**" {
+		p.kind = dnsAnyName
+		return p, nil
+	}
 	rest := s
 	switch {
 	case strings.HasPrefix(s, "**."):
@@ -98,6 +106,9 @@ func parseDNSPattern(s string) (dnsPattern, error) {
 
 // match reports whether name, a valid lowercase hostname, matches p.
 func (p dnsPattern) match(name string) bool {
+	if p.kind == dnsAnyName {
+		return true
+	}
 	if p.kind == dnsExact {
 		return name == p.base
 	}

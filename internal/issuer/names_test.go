@@ -13,6 +13,8 @@ func TestDNSPattern(t *testing.T) {
 		pattern, name string
 		want          bool
 	}{
+		{"**", "a.example", true},
+		{"**", "device-42", true},
 		{"device-42.line1.example", "device-42.line1.example", true},
 		{"device-42.line1.example", "DEVICE-42.Line1.example", true},
 		{"device-42.line1.example", "device-43.line1.example", false},
@@ -41,7 +43,7 @@ func TestDNSPattern(t *testing.T) {
 }
 
 func TestDNSPatternInvalid(t *testing.T) {
-	for _, s := range []string{"", "*", "**", "*.", "a.*.example", "dev-*.example", "***.example", "example.", "-a.example", "a_b.example", "a..example"} {
+	for _, s := range []string{"", "*", "***", "*.", "a.*.example", "dev-*.example", "***.example", "example.", "-a.example", "a_b.example", "a..example"} {
 		t.Run(s, func(t *testing.T) {
 			if _, err := parseDNSPattern(s); err == nil {
 				t.Errorf("got nil error for %q, want one", s)

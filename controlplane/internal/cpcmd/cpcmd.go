@@ -1,12 +1,73 @@
 // Package cpcmd holds the subcommands of outpost-controlplane.
 package cpcmd
 
-import "github.com/outpost-pki/outpost/internal/cli"
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
+	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
+	"github.com/outpost-pki/outpost/internal/cli"
+)
+
+// DefaultConfigPath is where the packaged config lives.
+const DefaultConfigPath = "/etc/outpost-controlplane/config.yaml"
 
 // App returns the outpost-controlplane command line.
 func App() cli.App {
 	return cli.App{
 		Name:    "outpost-controlplane",
 		Summary: "Outpost control plane: CAs, registry, OCSP/CRL, sync consumer, dashboard",
+		Commands: []cli.Command{
+			{Name: "serve", Summary: "run the control plane (API; bootstraps its CAs on first start)", Run: serve},
+			{Name: "check-config", Summary: "validate the configuration file and exit", Run: checkConfig},
+		},
 	}
+}
+
+func loadConfig(name string, args []string, stderr io.Writer) (*cpconfig.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", DefaultConfigPath, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", cli.ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", cli.ErrUsage, fs.Arg(0))
+	}
+	return cpconfig.Load(*path, os.Getenv)
+}
+
+func checkConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if _, err := loadConfig("check-config", args, stderr); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "configuration is valid")
+	return nil
+}
+
+func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg, err := loadConfig("serve", args, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	app, err := cpserver.Build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	if app.Bootstrapped {
+		log.Info("bootstrap: created the root, issuing and DMS manager CAs")
+	}
+	return app.Serve(ctx, nil)
 }

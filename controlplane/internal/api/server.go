@@ -1,0 +1,248 @@
+// Package api is the control plane's REST API under /api/v1 (gin). Every
+// route is declared once in the route table with the role it needs; the
+// router, the authorization check, the OpenAPI document and the tests all
+// read that table, so none of them can drift from the others. Access is
+// denied by default.
+package api
+
+import (
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
+	"github.com/outpost-pki/outpost/controlplane/internal/registry"
+)
+
+// Role is what a route requires.
+type Role int
+
+// Roles, ordered: a higher role may do what a lower one may.
+const (
+	// RolePublic needs no credential.
+	RolePublic Role = iota
+	// RoleDMS is a gateway agent authenticated by its DMS certificate
+	// (mutual TLS); it reaches only routes marked for DMSs.
+	RoleDMS
+	RoleViewer
+	RoleOperator
+	RoleAdmin
+)
+
+func (r Role) String() string {
+	return [...]string{"public", "dms", "viewer", "operator", "admin"}[r]
+}
+
+func parseRole(s string) (Role, bool) {
+	switch s {
+	case "viewer":
+		return RoleViewer, true
+	case "operator":
+		return RoleOperator, true
+	case "admin":
+		return RoleAdmin, true
+	}
+	return 0, false
+}
+
+// Route is one entry of the route table.
+type Route struct {
+	Method, Path string // gin syntax, e.g. /api/v1/cas/:id
+	Role         Role
+	// DMSAllowed lets DMS identities through as well.
+	DMSAllowed bool
+	Summary    string
+	Request    any // body type, for the OpenAPI document
+	Response   any // success body type
+	Status     int // success status, default 200
+	handler    gin.HandlerFunc
+}
+
+// Server is the API.
+type Server struct {
+	svc    *caservice.Service
+	reg    *registry.Registry
+	log    *slog.Logger
+	now    func() time.Time
+	routes []Route
+	engine *gin.Engine
+	// dmsRoots verifies DMS client certificates (the DMS manager CA).
+	dmsRoots *x509.CertPool
+
+	openapiOnce sync.Once
+	openapiDoc  map[string]any
+}
+
+// Options configure the server.
+type Options struct {
+	Log *slog.Logger
+	Now func() time.Time
+	// DMSRoots verifies DMS identity certificates presented over mutual
+	// TLS; nil disables DMS authentication.
+	DMSRoots *x509.CertPool
+}
+
+// New builds the API.
+func New(svc *caservice.Service, opts Options) *Server {
+	gin.SetMode(gin.ReleaseMode)
+	s := &Server{svc: svc, reg: svc.Reg, log: opts.Log, now: opts.Now, dmsRoots: opts.DMSRoots}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.routes = s.routeTable()
+	e := gin.New()
+	e.Use(gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, err any) {
+		s.log.Error("panic in handler", "path", c.FullPath(), "panic", err)
+		problem(c, http.StatusInternalServerError, "internal", "the control plane hit an internal error; the cause is in its log", "")
+	}))
+	e.HandleMethodNotAllowed = true
+	e.NoRoute(func(c *gin.Context) {
+		problem(c, http.StatusNotFound, "not-found", "no such route: see /api/v1/openapi.json", "")
+	})
+	e.NoMethod(func(c *gin.Context) {
+		problem(c, http.StatusMethodNotAllowed, "method-not-allowed", "this method is not allowed on this route", "")
+	})
+	for _, r := range s.routes {
+		e.Handle(r.Method, r.Path, s.authorize(r), r.handler)
+	}
+	e.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", s.readyz)
+	s.engine = e
+	return s
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Routes returns the route table.
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+// GinRoutes returns what the router actually serves.
+func (s *Server) GinRoutes() gin.RoutesInfo { return s.engine.Routes() }
+
+func (s *Server) readyz(c *gin.Context) {
+	if err := s.reg.Pool().Ping(c); err != nil {
+		problem(c, http.StatusServiceUnavailable, "not-ready", "the database is not reachable", "")
+		return
+	}
+	c.String(http.StatusOK, "ready\n")
+}
+
+// caller is the authenticated principal of a request.
+type caller struct {
+	name    string
+	role    Role
+	tokenID string
+	dmsID   uuid.UUID
+}
+
+const callerKey = "outpost.caller"
+
+func callerOf(c *gin.Context) caller {
+	v, _ := c.Get(callerKey)
+	cl, _ := v.(caller)
+	return cl
+}
+
+func actorOf(c *gin.Context) caservice.Actor { return caservice.Actor(callerOf(c).name) }
+
+// authorize authenticates the caller and checks the route's role.
+func (s *Server) authorize(r Route) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if r.Role == RolePublic {
+			return
+		}
+		cl, err := s.authenticate(c)
+		if err != nil {
+			c.Header("WWW-Authenticate", `Bearer realm="outpost"`)
+			problem(c, http.StatusUnauthorized, "unauthorized", err.Error(), "")
+			return
+		}
+		if cl.role == RoleDMS {
+			if !r.DMSAllowed {
+				problem(c, http.StatusForbidden, "forbidden", "a DMS identity cannot use this route", "")
+				return
+			}
+		} else if cl.role < r.Role {
+			problem(c, http.StatusForbidden, "forbidden", "this route needs the "+r.Role.String()+" role; you are "+cl.role.String(), "")
+			return
+		}
+		c.Set(callerKey, cl)
+	}
+}
+
+var errNoCredential = errors.New("send an API token as 'Authorization: Bearer <token>' (or a DMS certificate over mutual TLS)")
+
+func (s *Server) authenticate(c *gin.Context) (caller, error) {
+	h := c.GetHeader("Authorization")
+	if h == "" {
+		return s.authenticateDMS(c)
+	}
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" || len(tok) > 256 {
+		return caller{}, errors.New("the Authorization header must be 'Bearer <token>'")
+	}
+	t, p, err := s.reg.TokenByHash(c, caservice.HashSecret(tok))
+	if errors.Is(err, registry.ErrNotFound) {
+		return caller{}, errors.New("the token is not valid")
+	}
+	if err != nil {
+		s.log.Error("looking up a token", "err", err)
+		return caller{}, errors.New("the token could not be checked")
+	}
+	now := s.now()
+	if t.RevokedAt != nil {
+		return caller{}, errors.New("the token was revoked")
+	}
+	if t.ExpiresAt != nil && !now.Before(*t.ExpiresAt) {
+		return caller{}, errors.New("the token has expired")
+	}
+	role, ok := parseRole(p.Role)
+	if !ok {
+		return caller{}, errors.New("the token's principal has no valid role")
+	}
+	return caller{name: p.Name, role: role, tokenID: t.ID.String()}, nil
+}
+
+// authenticateDMS accepts a verified DMS client certificate whose common
+// name is the id of an active DMS.
+func (s *Server) authenticateDMS(c *gin.Context) (caller, error) {
+	tls := c.Request.TLS
+	if s.dmsRoots == nil || tls == nil || len(tls.PeerCertificates) == 0 {
+		return caller{}, errNoCredential
+	}
+	leaf := tls.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, ic := range tls.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: s.dmsRoots, Intermediates: inter, CurrentTime: s.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return caller{}, errors.New("the client certificate is not a DMS identity")
+	}
+	id, err := uuid.Parse(leaf.Subject.CommonName)
+	if err != nil {
+		return caller{}, errors.New("the client certificate is not a DMS identity")
+	}
+	d, err := s.reg.GetDMS(c, id)
+	if err != nil || d.Status != "active" || d.IdentitySerial == nil {
+		return caller{}, errors.New("the DMS is unknown or not active")
+	}
+	if *d.IdentitySerial != strings.ToLower(leaf.SerialNumber.Text(16)) {
+		return caller{}, errors.New("this DMS certificate has been replaced")
+	}
+	cert, err := s.reg.GetCertificate(c, *d.IdentitySerial)
+	if err != nil || cert.Status == "revoked" {
+		return caller{}, errors.New("the DMS certificate is revoked")
+	}
+	return caller{name: "dms:" + id.String(), role: RoleDMS, dmsID: id}, nil
+}

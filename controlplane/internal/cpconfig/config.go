@@ -1,0 +1,232 @@
+// Package cpconfig is the control plane's configuration file: one
+// versioned YAML document, every field documented with its default, and
+// environment overrides for what operators set per deployment.
+//
+// Environment overrides (they win over the file):
+//
+//	OUTPOST_DATABASE_URL      database.url
+//	OUTPOST_LISTEN            listen
+//	OUTPOST_PKCS11_PIN        keystore.pkcs11.pin (the value itself)
+//	OUTPOST_KEY_PASSPHRASE    keystore.file.passphrase (the value itself)
+//	OUTPOST_ADMIN_TOKEN       admin_token (the value itself)
+package cpconfig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/outpost-pki/outpost/internal/secret"
+)
+
+// Version is the configuration format version this binary reads.
+const Version = 1
+
+// MaxSize caps the configuration file: it is a few KiB.
+const MaxSize = 1 << 20
+
+// Config is the control plane configuration.
+type Config struct {
+	// Version of the format; must be 1.
+	Version int `yaml:"version"`
+	// Listen is the API address. Default ":8443". Env OUTPOST_LISTEN.
+	Listen string `yaml:"listen"`
+	// TLS serves the API over TLS when both files are set; without them
+	// the API speaks plain HTTP (for a local demo or behind a TLS proxy).
+	TLS TLS `yaml:"tls"`
+	// Database holds the PostgreSQL connection.
+	Database Database `yaml:"database"`
+	// Keystore holds the CA keys. Replicas must share it (a network HSM,
+	// or a key directory on shared storage).
+	Keystore Keystore `yaml:"keystore"`
+	// Bootstrap names the CAs created at first start.
+	Bootstrap Bootstrap `yaml:"bootstrap"`
+	// AdminToken, if set, is installed at every start as a token of the
+	// "admin" principal: how the first operator gets in. Use 24+ random
+	// characters. Env OUTPOST_ADMIN_TOKEN.
+	AdminToken secret.Source `yaml:"admin_token"`
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// TLS is the API server's certificate.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Database is the PostgreSQL connection.
+type Database struct {
+	// URL is a libpq-style URL, e.g. postgres://outpost@db/outpost.
+	// Required. Env OUTPOST_DATABASE_URL.
+	URL string `yaml:"url"`
+}
+
+// Keystore selects where CA keys live.
+type Keystore struct {
+	// Backend is "file" (default) or "pkcs11".
+	Backend string `yaml:"backend"`
+	File    struct {
+		// Dir holds the encrypted key files. Default /var/lib/outpost-controlplane/keys.
+		Dir string `yaml:"dir"`
+		// Passphrase encrypts the keys. Required for the file backend.
+		// Env OUTPOST_KEY_PASSPHRASE.
+		Passphrase secret.Source `yaml:"passphrase"`
+	} `yaml:"file"`
+	PKCS11 struct {
+		// Module is the PKCS#11 library path.
+		Module string `yaml:"module"`
+		// TokenLabel selects the token.
+		TokenLabel string `yaml:"token_label"`
+		// PIN is the user PIN. Env OUTPOST_PKCS11_PIN.
+		PIN secret.Source `yaml:"pin"`
+	} `yaml:"pkcs11"`
+	// KeyAlgorithm of generated CA keys: ecdsa-p256 (default), ecdsa-p384,
+	// rsa-2048, rsa-3072.
+	KeyAlgorithm string `yaml:"key_algorithm"`
+}
+
+// Bootstrap names the control plane's own CAs.
+type Bootstrap struct {
+	// Organization of the bootstrap CAs. Default "Outpost".
+	Organization string `yaml:"organization"`
+	// RootCommonName default "Outpost Root CA".
+	RootCommonName string `yaml:"root_common_name"`
+	// IssuingCommonName default "Outpost Issuing CA".
+	IssuingCommonName string `yaml:"issuing_common_name"`
+	// DMSManagerCommonName default "Outpost DMS Manager CA".
+	DMSManagerCommonName string `yaml:"dms_manager_common_name"`
+}
+
+// Load reads and validates a configuration file, then applies env.
+func Load(path string, env func(string) string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("config %s is larger than %d bytes", path, MaxSize)
+	}
+	return Parse(b, env)
+}
+
+// Parse decodes a configuration (unknown fields are errors), fills in
+// defaults, applies env overrides and validates.
+func Parse(b []byte, env func(string) string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if env == nil {
+		env = os.Getenv
+	}
+	c.applyDefaults()
+	if v := env("OUTPOST_DATABASE_URL"); v != "" {
+		c.Database.URL = v
+	}
+	if v := env("OUTPOST_LISTEN"); v != "" {
+		c.Listen = v
+	}
+	if v := env("OUTPOST_PKCS11_PIN"); v != "" {
+		c.Keystore.PKCS11.PIN = secret.Source{Value: secret.Secret(v)}
+	}
+	if v := env("OUTPOST_KEY_PASSPHRASE"); v != "" {
+		c.Keystore.File.Passphrase = secret.Source{Value: secret.Secret(v)}
+	}
+	if v := env("OUTPOST_ADMIN_TOKEN"); v != "" {
+		c.AdminToken = secret.Source{Value: secret.Secret(v)}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = ":8443"
+	}
+	if c.Keystore.Backend == "" {
+		c.Keystore.Backend = "file"
+	}
+	if c.Keystore.File.Dir == "" {
+		c.Keystore.File.Dir = "/var/lib/outpost-controlplane/keys"
+	}
+	if c.Keystore.KeyAlgorithm == "" {
+		c.Keystore.KeyAlgorithm = "ecdsa-p256"
+	}
+	if c.Bootstrap.Organization == "" {
+		c.Bootstrap.Organization = "Outpost"
+	}
+	if c.Bootstrap.RootCommonName == "" {
+		c.Bootstrap.RootCommonName = "Outpost Root CA"
+	}
+	if c.Bootstrap.IssuingCommonName == "" {
+		c.Bootstrap.IssuingCommonName = "Outpost Issuing CA"
+	}
+	if c.Bootstrap.DMSManagerCommonName == "" {
+		c.Bootstrap.DMSManagerCommonName = "Outpost DMS Manager CA"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+}
+
+// Validate reports every problem at once, each naming its field.
+func (c *Config) Validate() error {
+	var errs []string
+	if c.Version != Version {
+		errs = append(errs, fmt.Sprintf("version: got %d, this binary reads version %d", c.Version, Version))
+	}
+	if c.Database.URL == "" {
+		errs = append(errs, "database.url: required (or set OUTPOST_DATABASE_URL)")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Sprintf("listen: %q is not host:port", c.Listen))
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, "tls: set both cert_file and key_file, or neither")
+	}
+	switch c.Keystore.Backend {
+	case "file":
+		if !c.Keystore.File.Passphrase.IsSet() {
+			errs = append(errs, "keystore.file.passphrase: required (a file, an env variable, or OUTPOST_KEY_PASSPHRASE)")
+		}
+	case "pkcs11":
+		if c.Keystore.PKCS11.Module == "" || c.Keystore.PKCS11.TokenLabel == "" {
+			errs = append(errs, "keystore.pkcs11: module and token_label are required")
+		}
+		if !c.Keystore.PKCS11.PIN.IsSet() {
+			errs = append(errs, "keystore.pkcs11.pin: required (a file, an env variable, or OUTPOST_PKCS11_PIN)")
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("keystore.backend: %q is not file or pkcs11", c.Keystore.Backend))
+	}
+	switch c.Keystore.KeyAlgorithm {
+	case "ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072":
+	default:
+		errs = append(errs, fmt.Sprintf("keystore.key_algorithm: %q is not one of ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072", c.Keystore.KeyAlgorithm))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Sprintf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	if len(errs) > 0 {
+		return errors.New("config:\n  " + strings.Join(errs, "\n  "))
+	}
+	return nil
+}

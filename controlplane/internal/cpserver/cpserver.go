@@ -1,0 +1,154 @@
+// Package cpserver wires the control plane together from its
+// configuration: database, key store, CA service, bootstrap, API server.
+package cpserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outpost-pki/outpost/controlplane/internal/api"
+	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
+	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
+	"github.com/outpost-pki/outpost/controlplane/internal/db"
+	"github.com/outpost-pki/outpost/controlplane/internal/registry"
+	"github.com/outpost-pki/outpost/internal/keystore"
+	"github.com/outpost-pki/outpost/internal/keystore/filekeys"
+	"github.com/outpost-pki/outpost/internal/keystore/pkcs11keys"
+)
+
+// App is a running control plane (without its listener).
+type App struct {
+	Config *cpconfig.Config
+	Pool   *pgxpool.Pool
+	Keys   keystore.Store
+	Svc    *caservice.Service
+	API    *api.Server
+	// Bootstrapped is true when this process created the bootstrap CAs.
+	Bootstrapped bool
+	log          *slog.Logger
+}
+
+// OpenKeystore opens the configured key store.
+func OpenKeystore(cfg *cpconfig.Config) (keystore.Store, error) {
+	switch cfg.Keystore.Backend {
+	case "pkcs11":
+		pin, err := cfg.Keystore.PKCS11.PIN.Resolve("keystore.pkcs11.pin")
+		if err != nil {
+			return nil, err
+		}
+		return pkcs11keys.Open(pkcs11keys.Config{Module: cfg.Keystore.PKCS11.Module, TokenLabel: cfg.Keystore.PKCS11.TokenLabel, PIN: pin})
+	default:
+		pass, err := cfg.Keystore.File.Passphrase.Resolve("keystore.file.passphrase")
+		if err != nil {
+			return nil, err
+		}
+		return filekeys.Open(filekeys.Config{Dir: cfg.Keystore.File.Dir, Passphrase: pass})
+	}
+}
+
+// Build opens everything and bootstraps. Close the App when done.
+func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, error) {
+	pool, err := db.Open(ctx, cfg.Database.URL)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := OpenKeystore(cfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("opening the key store: %w", err)
+	}
+	alg, err := keystore.ParseAlgorithm(cfg.Keystore.KeyAlgorithm)
+	if err != nil {
+		pool.Close()
+		keys.Close()
+		return nil, err
+	}
+	svc := &caservice.Service{Reg: registry.New(pool), Keys: keys, Log: log, KeyAlgorithm: alg}
+	app := &App{Config: cfg, Pool: pool, Keys: keys, Svc: svc, log: log}
+	app.Bootstrapped, err = svc.Bootstrap(ctx, caservice.BootstrapConfig{
+		Organization: cfg.Bootstrap.Organization, RootCommonName: cfg.Bootstrap.RootCommonName,
+		IssuingCommonName: cfg.Bootstrap.IssuingCommonName, DMSManagerCommonName: cfg.Bootstrap.DMSManagerCommonName,
+	})
+	if err != nil {
+		app.Close()
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	if cfg.AdminToken.IsSet() {
+		tok, err := cfg.AdminToken.Resolve("admin_token")
+		if err != nil {
+			app.Close()
+			return nil, err
+		}
+		if err := svc.EnsureAdminToken(ctx, tok.Reveal()); err != nil {
+			app.Close()
+			return nil, err
+		}
+	}
+	roots := x509.NewCertPool()
+	if mgr, err := svc.Reg.GetCAByRole(ctx, "dms_manager"); err == nil {
+		if c, err := x509.ParseCertificate(mgr.CertDER); err == nil {
+			roots.AddCert(c)
+		}
+	}
+	app.API = api.New(svc, api.Options{Log: log, DMSRoots: roots})
+	return app, nil
+}
+
+// Close releases the pool and the key store.
+func (a *App) Close() {
+	a.Pool.Close()
+	a.Keys.Close()
+}
+
+// Serve listens on the configured address until ctx ends, then shuts
+// down gracefully. ready is called with the bound address once serving.
+func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", a.Config.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", a.Config.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           a.API.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	if a.Config.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.Config.TLS.CertFile, a.Config.TLS.KeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("loading the TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.log.Info("control plane serving", "addr", ln.Addr().String(), "tls", a.Config.TLS.CertFile != "")
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

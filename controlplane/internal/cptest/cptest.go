@@ -1,0 +1,141 @@
+// Package cptest starts a real control plane for tests: a throwaway
+// PostgreSQL database, an encrypted-file key store, the CA service with
+// its bootstrap, and the API on an httptest server.
+package cptest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
+	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
+	"github.com/outpost-pki/outpost/internal/secret"
+	"github.com/outpost-pki/outpost/testbed"
+)
+
+// Env is a running control plane.
+type Env struct {
+	t          testing.TB
+	URL        string
+	AdminToken string
+	DSN        string
+	KeyDir     string
+	App        *cpserver.App
+	srv        *httptest.Server
+	Logs       *bytes.Buffer
+}
+
+// Config returns a configuration for a database and key directory.
+func Config(dsn, keyDir, adminToken string) *cpconfig.Config {
+	c := &cpconfig.Config{Version: 1, Listen: "127.0.0.1:0", Database: cpconfig.Database{URL: dsn}, LogLevel: "debug"}
+	c.Keystore.Backend = "file"
+	c.Keystore.File.Dir = keyDir
+	c.Keystore.File.Passphrase = secret.Source{Value: "cptest passphrase"}
+	c.Keystore.KeyAlgorithm = "ecdsa-p256"
+	c.Bootstrap = cpconfig.Bootstrap{Organization: "Outpost Test", RootCommonName: "Test Root CA", IssuingCommonName: "Test Issuing CA", DMSManagerCommonName: "Test DMS Manager CA"}
+	c.AdminToken = secret.Source{Value: secret.Secret(adminToken)}
+	return c
+}
+
+// RandomToken returns a fresh admin token.
+func RandomToken() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return "opk_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Start runs a control plane on a new database of pg (a new cluster when
+// pg is nil).
+func Start(t testing.TB, pg *testbed.Postgres) *Env {
+	t.Helper()
+	if pg == nil {
+		pg = testbed.NewPostgres(t)
+	}
+	e := &Env{t: t, DSN: pg.NewDatabase(t), KeyDir: filepath.Join(t.TempDir(), "keys"), AdminToken: RandomToken(), Logs: &bytes.Buffer{}}
+	e.start()
+	t.Cleanup(e.Stop)
+	return e
+}
+
+func (e *Env) start() {
+	e.t.Helper()
+	log := slog.New(slog.NewTextHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app, err := cpserver.Build(context.Background(), Config(e.DSN, e.KeyDir, e.AdminToken), log)
+	if err != nil {
+		e.t.Fatalf("starting the control plane: %v", err)
+	}
+	e.App = app
+	e.srv = httptest.NewServer(app.API.Handler())
+	e.URL = e.srv.URL
+}
+
+// Stop stops the server and closes the app.
+func (e *Env) Stop() {
+	if e.srv != nil {
+		e.srv.Close()
+		e.srv = nil
+		e.App.Close()
+	}
+}
+
+// Restart stops and starts again on the same database and keys.
+func (e *Env) Restart() {
+	e.t.Helper()
+	e.Stop()
+	e.start()
+}
+
+// Do sends a JSON request with token (none if empty) and decodes a JSON
+// response into out (if not nil). It returns the status and raw body.
+func (e *Env) Do(method, path, token string, body, out any) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, e.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			e.t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
+		}
+	}
+	return resp.StatusCode, raw
+}
+
+// MustDo is Do that fails the test unless the status is want.
+func (e *Env) MustDo(method, path, token string, body, out any, want int) []byte {
+	e.t.Helper()
+	status, raw := e.Do(method, path, token, body, out)
+	if status != want {
+		e.t.Fatalf("%s %s: got %d, want %d: %s", method, path, status, want, raw)
+	}
+	return raw
+}
