@@ -13,3 +13,5 @@ func jsonDecode(resp *http.Response, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

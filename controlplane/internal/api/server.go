@@ -165,16 +165,16 @@ func (s *Server) authorize(r Route) gin.HandlerFunc {
 		cl, err := s.authenticate(c)
 		if err != nil {
 			c.Header("WWW-Authenticate", `Bearer realm="outpost"`)
-			problem(c, http.StatusUnauthorized, "unauthorized", err.Error(), "")
+			problem(c, http.StatusUnauthorized, "unauthenticated", err.Error(), "")
 			return
 		}
 		if cl.role == RoleDMS {
 			if !r.DMSAllowed {
-				problem(c, http.StatusForbidden, "forbidden", "a DMS identity cannot use this route", "")
+				problem(c, http.StatusForbidden, "forbidden-role", "a DMS identity cannot use this route", "")
 				return
 			}
 		} else if cl.role < r.Role {
-			problem(c, http.StatusForbidden, "forbidden", "this route needs the "+r.Role.String()+" role; you are "+cl.role.String(), "")
+			problem(c, http.StatusForbidden, "forbidden-role", "this route needs the "+r.Role.String()+" role; you are "+cl.role.String(), "")
 			return
 		}
 		c.Set(callerKey, cl)
@@ -246,3 +246,7 @@ func (s *Server) authenticateDMS(c *gin.Context) (caller, error) {
 	}
 	return caller{name: "dms:" + id.String(), role: RoleDMS, dmsID: id}, nil
 }
+
+// SetClock replaces the clock used to check token expiry and DMS
+// certificates (tests).
+func (s *Server) SetClock(now func() time.Time) { s.now = now }
