@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -59,16 +60,7 @@ func TestOpenBadURL(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad url accepted")
 	}
-	if got := err.Error(); contains(got, "hunter2") {
+	if got := err.Error(); strings.Contains(got, "hunter2") {
 		t.Errorf("error echoes the password: %s", got)
 	}
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
