@@ -250,3 +250,7 @@ func (s *Server) authenticateDMS(c *gin.Context) (caller, error) {
 // SetClock replaces the clock used to check token expiry and DMS
 // certificates (tests).
 func (s *Server) SetClock(now func() time.Time) { s.now = now }
+
+// ClientCAs is the pool a TLS listener in front of the API must use to
+// request and verify DMS client certificates (the DMS manager CA).
+func (s *Server) ClientCAs() *x509.CertPool { return s.dmsRoots }
