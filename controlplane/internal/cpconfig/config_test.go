@@ -60,3 +60,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleConfig keeps the shipped example valid.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../../config.example.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	if c.Keystore.File.Passphrase.File == "" || c.AdminToken.File == "" {
+		t.Errorf("example does not show secrets read from files: %+v", c)
+	}
+}
