@@ -50,6 +50,9 @@ PEERS_DIR := testbed/peers
 TEST_TIMEOUT ?= 18m
 TEST_FLAGS   ?=
 BENCH        ?= .
+# Rows in the certificate table the pagination benchmarks page through.
+OUTPOST_BENCH_CERTS ?= 1000000
+export OUTPOST_BENCH_CERTS
 BENCHTIME    ?= 2s
 
 .PHONY: help

@@ -119,6 +119,42 @@ var pairings = []pairing{
 		RightCol: "Outpost issuances/s",
 		Note:     "Peer: cloudflare/cfssl v1.6.5's local signer (the library behind `cfssl sign` and its API server), benchmarked in the same run from testbed/peers. Both sides take the same PEM CSRs and the same in-memory ECDSA P-256 CA key and certificate, check the CSR signature, and return a PEM certificate. Each issuance costs 2 signature verifications and 1 signature; crypto/x509.CreateCertificate's check of its own signature is one of those verifications, on both sides.",
 	},
+	certListingPairing(os.Getenv("OUTPOST_BENCH_CERTS")),
+}
+
+// certListingPairing pairs the pagination benchmarks of testbed/bench.
+// certs is OUTPOST_BENCH_CERTS, the table size they ran with (the same
+// variable reaches both sides of the `make bench` pipe); empty means the
+// benchmarks' default.
+func certListingPairing(certs string) pairing {
+	size := "1,000,000"
+	if certs != "" {
+		size = certs
+		if n, err := strconv.ParseInt(certs, 0, 64); err == nil && n > 0 {
+			size = groupThousands(n)
+		}
+	}
+	return pairing{
+		Title:    "Certificate listing with " + size + " certificates: page 1 vs page 10,000",
+		Left:     "OffsetPage",
+		Right:    "KeysetPage",
+		LeftCol:  "OFFSET (Lamassu's approach) pages/s",
+		RightCol: "keyset (Outpost) pages/s",
+		Note:     "Pages of 50 certificates fetched per second, one query at a time, from the same table of " + size + " synthetic certificates (controlplane/internal/seed; set OUTPOST_BENCH_CERTS to change the size) in the same Postgres, in the same run. OFFSET, as Lamassu IoT pages, orders by (created_at, serial) and skips the 50*(page-1) rows before the page, so its cost grows with the page number. Keyset, as Outpost's registry pages, continues after the previous page's last (created_at, serial) through the index on those columns, so page 10,000 costs what page 1 does. Page 1 is the same query both ways, so its ratio is about 1.",
+	}
+}
+
+// groupThousands formats n with commas: 1000000 -> "1,000,000".
+func groupThousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 func render(res []result, env map[string]string, cmd string, now time.Time) string {

@@ -15,6 +15,10 @@ BenchmarkIssue/file-ecdsa-p256-2        	    5000	    250000 ns/op	    1234 B/op
 BenchmarkSign/tpm-swtpm-ecdsa-p256-2    	     100	  10000000 ns/op
 BenchmarkIssue/tpm-swtpm-ecdsa-p256-2   	      90	  12500000 ns/op
 BenchmarkOnlyLeft/x-2 	 10	 100 ns/op
+BenchmarkKeysetPage/page_1-2         	     200	    250000 ns/op
+BenchmarkKeysetPage/page_10000-2     	     200	    500000 ns/op
+BenchmarkOffsetPage/page_1-2         	     200	    250000 ns/op
+BenchmarkOffsetPage/page_10000-2     	     200	 200000000 ns/op
 PASS
 `
 
@@ -23,8 +27,11 @@ func TestParseAndRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 5 {
-		t.Fatalf("got %d results, want 5", len(res))
+	if len(res) != 9 {
+		t.Fatalf("got %d results, want 9", len(res))
+	}
+	if got := res[6].Name; got != "KeysetPage/page_10000" {
+		t.Errorf("got name %q, want KeysetPage/page_10000", got)
 	}
 	if got := res[1].Metrics["B/op"]; got != 1234 {
 		t.Errorf("got B/op %v, want 1234", got)
@@ -41,9 +48,35 @@ func TestParseAndRender(t *testing.T) {
 		"| file-ecdsa-p256 | 20000 | 4000 | 0.20 |",
 		"| tpm-swtpm-ecdsa-p256 | 100 | 80.0 | 0.80 |",
 		"| testbed/bench | OnlyLeft/x | 10000000 | 100 | 10 |",
+		"## Certificate listing with ",
+		"| OFFSET (Lamassu's approach) pages/s | keyset (Outpost) pages/s | ratio |",
+		"| page_1 | 4000 | 4000 | 1.00 |",
+		"| page_10000 | 5.0 | 2000 | 400.00 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestCertListingPairing(t *testing.T) {
+	for _, tc := range []struct {
+		env, want string
+	}{
+		{"", "Certificate listing with 1,000,000 certificates: page 1 vs page 10,000"},
+		{"250000", "Certificate listing with 250,000 certificates: page 1 vs page 10,000"},
+		{"10_000_000", "Certificate listing with 10,000,000 certificates: page 1 vs page 10,000"},
+		{"999", "Certificate listing with 999 certificates: page 1 vs page 10,000"},
+		{"lots", "Certificate listing with lots certificates: page 1 vs page 10,000"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			p := certListingPairing(tc.env)
+			if p.Title != tc.want {
+				t.Errorf("got title %q, want %q", p.Title, tc.want)
+			}
+			if p.Left != "OffsetPage" || p.Right != "KeysetPage" {
+				t.Errorf("got families %q and %q, want OffsetPage and KeysetPage", p.Left, p.Right)
+			}
+		})
 	}
 }
