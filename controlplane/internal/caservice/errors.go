@@ -39,10 +39,6 @@ func invalid(field, format string, args ...any) *Error {
 	return &Error{Kind: KindInvalid, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-func notFound(format string, args ...any) *Error {
-	return &Error{Kind: KindNotFound, Message: fmt.Sprintf(format, args...)}
-}
-
 func conflict(format string, args ...any) *Error {
 	return &Error{Kind: KindConflict, Message: fmt.Sprintf(format, args...)}
 }
