@@ -493,7 +493,7 @@ func (s *Service) Issue(ctx context.Context, actor Actor, r IssueRequest) (*regi
 			if err := q.AddToSlot(ctx, r.DeviceID, ca.ID, rec.Serial); err != nil {
 				return err
 			}
-			if err := q.AddEvent(ctx, &registry.Event{DeviceID: &r.DeviceID, DMSID: r.DMSID, Kind: "certificate.issued", Detail: map[string]any{"serial": rec.Serial, "ca_id": ca.ID.String()}}); err != nil {
+			if err := q.AddEvent(ctx, &registry.Event{DeviceID: &r.DeviceID, DMSID: r.DMSID, CAID: &ca.ID, Kind: "certificate.issued", Detail: map[string]any{"serial": rec.Serial, "ca_id": ca.ID.String()}}); err != nil {
 				return err
 			}
 		}
@@ -587,10 +587,8 @@ func (s *Service) RevokeCertificate(ctx context.Context, actor Actor, serial str
 		if err != nil {
 			return err
 		}
-		if c.DeviceID != nil {
-			if err := q.AddEvent(ctx, &registry.Event{DeviceID: c.DeviceID, Kind: "certificate.revoked", Detail: map[string]any{"serial": serial, "reason": ReasonName(reason)}}); err != nil {
-				return err
-			}
+		if err := q.AddEvent(ctx, &registry.Event{DeviceID: c.DeviceID, DMSID: c.DMSID, CAID: &c.IssuerID, Kind: "certificate.revoked", Detail: map[string]any{"serial": serial, "reason": ReasonName(reason)}}); err != nil {
+			return err
 		}
 		if _, err := audit.Append(ctx, tx, now, string(actor), "certificate.revoke", serial, map[string]any{"reason": ReasonName(reason)}); err != nil {
 			return err

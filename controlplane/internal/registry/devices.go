@@ -186,9 +186,11 @@ type Event struct {
 	ID       int64
 	DeviceID *string
 	DMSID    *uuid.UUID
-	Kind     string
-	Detail   map[string]any
-	At       time.Time
+	// CAID is the CA the event concerns, for subscription filters.
+	CAID   *uuid.UUID
+	Kind   string
+	Detail map[string]any
+	At     time.Time
 }
 
 // AddEvent records an event.
@@ -197,8 +199,8 @@ func (q *Queries) AddEvent(ctx context.Context, e *Event) error {
 	if err != nil || e.Detail == nil {
 		detail = []byte("{}")
 	}
-	err = q.db.QueryRow(ctx, `INSERT INTO events (device_id, dms_id, kind, detail) VALUES ($1,$2,$3,$4) RETURNING id, at`,
-		e.DeviceID, e.DMSID, e.Kind, detail).Scan(&e.ID, &e.At)
+	err = q.db.QueryRow(ctx, `INSERT INTO events (device_id, dms_id, ca_id, kind, detail) VALUES ($1,$2,$3,$4,$5) RETURNING id, at`,
+		e.DeviceID, e.DMSID, e.CAID, e.Kind, detail).Scan(&e.ID, &e.At)
 	return mapErr(err, "event")
 }
 
