@@ -158,25 +158,64 @@ func (s *Service) UpdateDMS(ctx context.Context, actor Actor, id uuid.UUID, p *D
 	return out, err
 }
 
-// DisableDMS disables a DMS: its identity is no longer accepted.
+// DisableDMS disables a DMS: its identity is no longer accepted, and in
+// the same transaction its identity certificate and its delegated edge
+// CAs (with everything they issued) are revoked (privilegeWithdrawn).
 func (s *Service) DisableDMS(ctx context.Context, actor Actor, id uuid.UUID) (*registry.DMS, error) {
 	var out *registry.DMS
+	var revokedCAs []uuid.UUID
+	var revokedSerials []string
 	err := s.Reg.Tx(ctx, func(tx pgx.Tx) error {
+		revokedCAs, revokedSerials = nil, nil
 		q := registry.On(tx)
+		d, err := q.GetDMS(ctx, id)
+		if err != nil {
+			return err
+		}
 		if err := q.SetDMSStatus(ctx, id, "disabled"); err != nil {
 			return err
 		}
 		now := s.now()
+		const privilegeWithdrawn = 9
+		if d.IdentitySerial != nil {
+			c, err := q.RevokeCertificate(ctx, *d.IdentitySerial, privilegeWithdrawn, now)
+			if err != nil && !errors.Is(err, registry.ErrNotFound) {
+				return err
+			}
+			if c != nil {
+				revokedSerials = append(revokedSerials, c.Serial)
+				revokedCAs = append(revokedCAs, c.IssuerID)
+			}
+		}
+		edges, err := q.EdgeCAsOf(ctx, id)
+		if err != nil {
+			return err
+		}
+		for _, e := range edges {
+			sub, err := q.CASubtree(ctx, e)
+			if err != nil {
+				return err
+			}
+			if _, err := q.RevokeCAs(ctx, sub, privilegeWithdrawn, now); err != nil {
+				return err
+			}
+			revokedCAs = append(revokedCAs, sub...)
+			if ca, err := q.GetCA(ctx, e); err == nil && ca.ParentID != nil {
+				revokedCAs = append(revokedCAs, *ca.ParentID) // the parent's CRL lists the edge CA
+			}
+		}
 		if err := q.AddEvent(ctx, &registry.Event{DMSID: &id, Kind: "dms.disabled"}); err != nil {
 			return err
 		}
-		if _, err := audit.Append(ctx, tx, now, string(actor), "dms.disable", id.String(), nil); err != nil {
+		if _, err := audit.Append(ctx, tx, now, string(actor), "dms.disable", id.String(), map[string]any{"revoked_identity": revokedSerials, "revoked_edge_cas": len(edges)}); err != nil {
 			return err
 		}
-		var err error
 		out, err = q.GetDMS(ctx, id)
 		return err
 	})
+	if err == nil && (len(revokedCAs) > 0 || len(revokedSerials) > 0) {
+		s.revoked(ctx, revokedCAs, revokedSerials)
+	}
 	return out, err
 }
 
@@ -351,7 +390,26 @@ func (s *Service) DecommissionDevice(ctx context.Context, actor Actor, id string
 		_, err = audit.Append(ctx, tx, now, string(actor), "device.decommission", id, map[string]any{"revoked": revoked})
 		return err
 	})
+	if err == nil && len(revoked) > 0 {
+		s.revokedSerials(ctx, revoked)
+	}
 	return revoked, err
+}
+
+// revokedSerials reports revoked serials to OnRevoked with their CAs.
+func (s *Service) revokedSerials(ctx context.Context, serials []string) {
+	if s.OnRevoked == nil {
+		return
+	}
+	seen := map[uuid.UUID]bool{}
+	var cas []uuid.UUID
+	for _, sr := range serials {
+		if c, err := s.Reg.GetCertificate(ctx, sr); err == nil && !seen[c.IssuerID] {
+			seen[c.IssuerID] = true
+			cas = append(cas, c.IssuerID)
+		}
+	}
+	s.revoked(ctx, cas, serials)
 }
 
 // --- tokens -------------------------------------------------------------

@@ -45,6 +45,32 @@ type Service struct {
 	Log      *slog.Logger
 	// KeyAlgorithm for generated CA keys; default ecdsa-p256.
 	KeyAlgorithm keystore.Algorithm
+	// PublicURL is the control plane's base URL as relying parties reach
+	// it (e.g. http://pki.example.com). When set, issued certificates
+	// carry its OCSP URL (PublicURL/ocsp) and their CA's CRL distribution
+	// point (PublicURL/crl/<ca-id>.crl).
+	PublicURL string
+	// OnRevoked, if set, is called after a revocation committed, with
+	// the CAs whose CRLs changed and the serials revoked (for caches).
+	OnRevoked func(ctx context.Context, caIDs []uuid.UUID, serials []string)
+}
+
+// withURLs returns a copy of p with the revocation URLs of CA caID.
+func (s *Service) withURLs(p *issuer.Profile, caID uuid.UUID) *issuer.Profile {
+	if s.PublicURL == "" {
+		return p
+	}
+	cp := *p
+	base := strings.TrimRight(s.PublicURL, "/")
+	cp.OCSPServers = []string{base + "/ocsp"}
+	cp.CRLDistributionPoints = []string{base + "/crl/" + caID.String() + ".crl"}
+	return &cp
+}
+
+func (s *Service) revoked(ctx context.Context, cas []uuid.UUID, serials []string) {
+	if s.OnRevoked != nil {
+		s.OnRevoked(ctx, cas, serials)
+	}
 }
 
 func (s *Service) now() time.Time {
@@ -417,6 +443,9 @@ func (s *Service) RevokeCA(ctx context.Context, actor Actor, id uuid.UUID, reaso
 		_, err = audit.Append(ctx, tx, now, string(actor), "ca.revoke", id.String(), map[string]any{"cas": strs, "certificates": n, "reason": ReasonName(reason)})
 		return err
 	})
+	if err == nil {
+		s.revoked(ctx, ids, nil)
+	}
 	return ids, n, err
 }
 
@@ -477,7 +506,7 @@ func (s *Service) Issue(ctx context.Context, actor Actor, r IssueRequest) (*regi
 		}
 		now := s.now()
 		iss := &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}
-		cert, err := iss.Issue(csr, prof, issuer.Request{DeviceID: r.DeviceID})
+		cert, err := iss.Issue(csr, s.withURLs(prof, ca.ID), issuer.Request{DeviceID: r.DeviceID})
 		if err != nil {
 			var ie *issuer.Error
 			if errors.As(err, &ie) && ie.Reason.ClientFault() {
@@ -596,6 +625,9 @@ func (s *Service) RevokeCertificate(ctx context.Context, actor Actor, serial str
 		out = c
 		return nil
 	})
+	if err == nil {
+		s.revoked(ctx, []uuid.UUID{out.IssuerID}, []string{out.Serial})
+	}
 	return out, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // CA is a row of cas.
@@ -154,5 +155,20 @@ func (q *Queries) RevokeCAs(ctx context.Context, ids []uuid.UUID, reason int, at
 		WHERE active AND serial IN (SELECT serial FROM certificates WHERE issuer_id = ANY($1))`, ids); err != nil {
 		return 0, mapErr(err, "deactivating slots")
 	}
+	// Pre-signed OCSP responses of the subtree's certificates and of the
+	// CA certificates themselves go in the same transaction.
+	if _, err := q.db.Exec(ctx, `DELETE FROM ocsp_responses
+		WHERE issuer_id = ANY($1) OR serial IN (SELECT serial FROM cas WHERE id = ANY($1))`, ids); err != nil {
+		return 0, mapErr(err, "dropping pre-signed ocsp responses")
+	}
 	return tag.RowsAffected(), nil
+}
+
+// EdgeCAsOf returns the ids of the edge CAs a DMS holds.
+func (q *Queries) EdgeCAsOf(ctx context.Context, dmsID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, `SELECT id FROM cas WHERE dms_id = $1`, dmsID)
+	if err != nil {
+		return nil, mapErr(err, "edge cas")
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 }

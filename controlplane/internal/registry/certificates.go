@@ -66,6 +66,11 @@ func (q *Queries) RevokeCertificate(ctx context.Context, serial string, reason i
 	if _, err := q.db.Exec(ctx, `UPDATE device_slot_certs SET active = false WHERE serial = $1`, serial); err != nil {
 		return nil, mapErr(err, "freeing slot")
 	}
+	// The pre-signed "good" response goes in the same transaction, so no
+	// replica serves it once the revocation committed.
+	if _, err := q.db.Exec(ctx, `DELETE FROM ocsp_responses WHERE serial = $1`, serial); err != nil {
+		return nil, mapErr(err, "dropping the pre-signed ocsp response")
+	}
 	return c, nil
 }
 
