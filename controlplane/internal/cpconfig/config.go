@@ -17,8 +17,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
+	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -53,7 +56,76 @@ type Config struct {
 	AdminToken secret.Source `yaml:"admin_token"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
+	// PublicURL is the base URL relying parties use to reach OCSP and
+	// CRLs (e.g. http://pki.example.com); issued certificates carry
+	// PublicURL/ocsp and PublicURL/crl/<ca-id>.crl. Empty: no URLs in
+	// certificates. Env OUTPOST_PUBLIC_URL.
+	PublicURL string `yaml:"public_url"`
+	// Lifecycle configures the status sweeps.
+	Lifecycle Lifecycle `yaml:"lifecycle"`
+	// OCSP configures the responder.
+	OCSP OCSP `yaml:"ocsp"`
+	// CRL configures revocation lists.
+	CRL CRL `yaml:"crl"`
+	// Notifications configures outgoing notifications.
+	Notifications Notifications `yaml:"notifications"`
 }
+
+// Lifecycle configures the sweeps.
+type Lifecycle struct {
+	// SweepInterval between sweeps. Default 1m.
+	SweepInterval Duration `yaml:"sweep_interval"`
+	// ExpiryThreshold: certificates this close to notAfter are "about to
+	// expire", unless their CA or profile says otherwise. Default 720h.
+	ExpiryThreshold Duration `yaml:"expiry_threshold"`
+	// ProfileThresholds overrides the threshold per profile name.
+	ProfileThresholds map[string]Duration `yaml:"profile_thresholds"`
+}
+
+// OCSP configures the responder.
+type OCSP struct {
+	// ResponseValidity is nextUpdate - thisUpdate. Default 24h.
+	ResponseValidity Duration `yaml:"response_validity"`
+}
+
+// CRL configures revocation lists.
+type CRL struct {
+	// Validity of full CRLs (nextUpdate - thisUpdate). Default 24h.
+	Validity Duration `yaml:"validity"`
+	// DeltaValidity of delta CRLs. Default 1h.
+	DeltaValidity Duration `yaml:"delta_validity"`
+}
+
+// Notifications configures outgoing notifications.
+type Notifications struct {
+	// SMTPAddr (host:port) of the mail relay for email subscriptions.
+	SMTPAddr string `yaml:"smtp_addr"`
+	// SMTPFrom is the sender address. Default outpost@localhost.
+	SMTPFrom string `yaml:"smtp_from"`
+	// SMTPUsername and SMTPPassword, if the relay needs them.
+	SMTPUsername string        `yaml:"smtp_username"`
+	SMTPPassword secret.Source `yaml:"smtp_password"`
+	// Interval between dispatch rounds. Default 2s.
+	Interval Duration `yaml:"interval"`
+	// MaxAttempts before a delivery is dead-lettered. Default 8.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Duration is a time.Duration written as "90s", "15m", "720h".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 90s, 15m or 720h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // TLS is the API server's certificate.
 type TLS struct {
@@ -146,6 +218,9 @@ func Parse(b []byte, env func(string) string) (*Config, error) {
 	if v := env("OUTPOST_KEY_PASSPHRASE"); v != "" {
 		c.Keystore.File.Passphrase = secret.Source{Value: secret.Secret(v)}
 	}
+	if v := env("OUTPOST_PUBLIC_URL"); v != "" {
+		c.PublicURL = v
+	}
 	if v := env("OUTPOST_ADMIN_TOKEN"); v != "" {
 		c.AdminToken = secret.Source{Value: secret.Secret(v)}
 	}
@@ -182,6 +257,23 @@ func (c *Config) applyDefaults() {
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
+	}
+	setDefault := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	setDefault(&c.Lifecycle.SweepInterval, time.Minute)
+	setDefault(&c.Lifecycle.ExpiryThreshold, 30*24*time.Hour)
+	setDefault(&c.OCSP.ResponseValidity, 24*time.Hour)
+	setDefault(&c.CRL.Validity, 24*time.Hour)
+	setDefault(&c.CRL.DeltaValidity, time.Hour)
+	setDefault(&c.Notifications.Interval, 2*time.Second)
+	if c.Notifications.MaxAttempts == 0 {
+		c.Notifications.MaxAttempts = 8
+	}
+	if c.Notifications.SMTPFrom == "" {
+		c.Notifications.SMTPFrom = "outpost@localhost"
 	}
 }
 
@@ -225,7 +317,22 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Sprintf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
 	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Sprintf("public_url: %q is not an http(s) URL", c.PublicURL))
+		}
+	}
+	for name, d := range map[string]Duration{"lifecycle.sweep_interval": c.Lifecycle.SweepInterval, "lifecycle.expiry_threshold": c.Lifecycle.ExpiryThreshold,
+		"ocsp.response_validity": c.OCSP.ResponseValidity, "crl.validity": c.CRL.Validity, "crl.delta_validity": c.CRL.DeltaValidity, "notifications.interval": c.Notifications.Interval} {
+		if d < 0 {
+			errs = append(errs, name+": must not be negative")
+		}
+	}
+	if c.CRL.DeltaValidity > c.CRL.Validity {
+		errs = append(errs, "crl.delta_validity: must not exceed crl.validity")
+	}
 	if len(errs) > 0 {
+		sort.Strings(errs)
 		return errors.New("config:\n  " + strings.Join(errs, "\n  "))
 	}
 	return nil

@@ -13,12 +13,15 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outpost-pki/outpost/controlplane/internal/api"
 	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
 	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
 	"github.com/outpost-pki/outpost/controlplane/internal/db"
+	"github.com/outpost-pki/outpost/controlplane/internal/lifecycle"
+	"github.com/outpost-pki/outpost/controlplane/internal/ocspresponder"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
 	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/internal/keystore/filekeys"
@@ -34,7 +37,10 @@ type App struct {
 	API    *api.Server
 	// Bootstrapped is true when this process created the bootstrap CAs.
 	Bootstrapped bool
+	OCSP         *ocspresponder.Responder
+	Sweeper      *lifecycle.Sweeper
 	log          *slog.Logger
+	handler      http.Handler
 }
 
 // OpenKeystore opens the configured key store.
@@ -72,8 +78,15 @@ func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, e
 		keys.Close()
 		return nil, err
 	}
-	svc := &caservice.Service{Reg: registry.New(pool), Keys: keys, Log: log, KeyAlgorithm: alg}
+	svc := &caservice.Service{Reg: registry.New(pool), Keys: keys, Log: log, KeyAlgorithm: alg, PublicURL: cfg.PublicURL}
 	app := &App{Config: cfg, Pool: pool, Keys: keys, Svc: svc, log: log}
+	app.OCSP = &ocspresponder.Responder{Reg: svc.Reg, Keys: keys, Validity: cfg.OCSP.ResponseValidity.D(), Log: log}
+	thresholds := map[string]time.Duration{}
+	for k, v := range cfg.Lifecycle.ProfileThresholds {
+		thresholds[k] = v.D()
+	}
+	app.Sweeper = &lifecycle.Sweeper{Pool: pool, DefaultThreshold: cfg.Lifecycle.ExpiryThreshold.D(), ProfileThresholds: thresholds, Log: log}
+	svc.OnRevoked = app.onRevoked
 	app.Bootstrapped, err = svc.Bootstrap(ctx, caservice.BootstrapConfig{
 		Organization: cfg.Bootstrap.Organization, RootCommonName: cfg.Bootstrap.RootCommonName,
 		IssuingCommonName: cfg.Bootstrap.IssuingCommonName, DMSManagerCommonName: cfg.Bootstrap.DMSManagerCommonName,
@@ -100,7 +113,32 @@ func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, e
 		}
 	}
 	app.API = api.New(svc, api.Options{Log: log, DMSRoots: roots})
+	mux := http.NewServeMux()
+	mux.Handle(ocspresponder.PathPrefix, app.OCSP.Handler())
+	mux.Handle(ocspresponder.PathPrefix+"/", app.OCSP.Handler())
+	mux.Handle("/", app.API.Handler())
+	app.handler = mux
 	return app, nil
+}
+
+// Handler serves the API, OCSP and CRLs.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// onRevoked runs after a revocation committed: this replica's OCSP cache
+// forgets the serials (the shared pre-signed rows went in the revoking
+// transaction).
+func (a *App) onRevoked(_ context.Context, cas []uuid.UUID, serials []string) {
+	for _, ca := range cas {
+		a.OCSP.Forget(ca, serials...)
+	}
+}
+
+// RunBackground runs the periodic jobs (lifecycle sweeps, OCSP refresh)
+// until ctx ends. Every replica runs them; advisory locks make one do
+// the work.
+func (a *App) RunBackground(ctx context.Context) {
+	go a.Sweeper.Run(ctx, a.Config.Lifecycle.SweepInterval.D())
+	go a.OCSP.Run(ctx, time.Minute)
 }
 
 // Close releases the pool and the key store.
@@ -117,7 +155,7 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 		return fmt.Errorf("listening on %s: %w", a.Config.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           a.API.Handler(),
+		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -136,6 +174,9 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	bctx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	a.RunBackground(bctx)
 	a.log.Info("control plane serving", "addr", ln.Addr().String(), "tls", a.Config.TLS.CertFile != "")
 	if ready != nil {
 		ready(ln.Addr().String())

@@ -74,8 +74,10 @@ func (e *Env) start() {
 		e.t.Fatalf("starting the control plane: %v", err)
 	}
 	e.App = app
-	e.srv = httptest.NewServer(app.API.Handler())
+	e.srv = httptest.NewServer(app.Handler())
 	e.URL = e.srv.URL
+	// Certificates carry this server's OCSP and CRL URLs.
+	app.Svc.PublicURL = e.URL
 }
 
 // Stop stops the server and closes the app.

@@ -323,12 +323,14 @@ func (r *Responder) sign(ctx context.Context, ca *caEntry, serialNum *big.Int, s
 		tmpl.RevokedAt = revokedAt.UTC().Truncate(time.Second)
 		tmpl.RevocationReason = reason
 	}
-	if nonce != nil {
-		tmpl.ExtraExtensions = []pkix.Extension{*nonce}
-	}
 	der, err := ocsp.CreateResponse(ca.cert, rk.cert, tmpl, rk.signer)
 	if err != nil {
 		return Answer{}, err
+	}
+	if nonce != nil {
+		if der, err = withNonce(der, *nonce, rk.signer); err != nil {
+			return Answer{}, err
+		}
 	}
 	a := Answer{DER: der, ThisUpdate: tmpl.ThisUpdate, NextUpdate: tmpl.NextUpdate, Cacheable: nonce == nil}
 	if nonce == nil && h == crypto.SHA1 {
