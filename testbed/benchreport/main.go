@@ -120,6 +120,22 @@ var pairings = []pairing{
 		Note:     "Peer: cloudflare/cfssl v1.6.5's local signer (the library behind `cfssl sign` and its API server), benchmarked in the same run from testbed/peers. Both sides take the same PEM CSRs and the same in-memory ECDSA P-256 CA key and certificate, check the CSR signature, and return a PEM certificate. Each issuance costs 2 signature verifications and 1 signature; crypto/x509.CreateCertificate's check of its own signature is one of those verifications, on both sides.",
 	},
 	certListingPairing(os.Getenv("OUTPOST_BENCH_CERTS")),
+	{
+		Title:    "Lifecycle sweep over the same data set: per-certificate loop vs set-based",
+		Left:     "LoopSweep",
+		Right:    "SetSweep",
+		LeftCol:  "loop sweeps/s",
+		RightCol: "set-based sweeps/s",
+		Note:     "One sweep marks expired and about-to-expire certificates (30-day threshold, \"now\" 20 days ahead) and writes an event per transition, over every certificate of the data set above. The loop reads every certificate and updates (and records an event for) each one that changed, one statement at a time, as Lamassu IoT's daily status check does; Outpost runs one statement per transition. Both make the same transitions (the transitions/op metric in the table below). Statuses are restored between iterations, outside the timer.",
+	},
+	{
+		Title:    "OCSP responses per second: openssl ocsp vs Outpost, same CA and certificates",
+		Left:     "OpenSSLOCSP",
+		Right:    "OutpostOCSP",
+		LeftCol:  "openssl ocsp responses/s",
+		RightCol: "Outpost responses/s",
+		Note:     "POST requests (SHA-1 CertIDs, no nonce) cycling over 1,000 certificates of the data set's CA, one client, one request at a time. `openssl ocsp` serves an index.txt of the same certificates, signs every response with the CA key and closes the connection after each answer; Outpost serves responses pre-signed by its delegated responder. Outpost over a kept-alive connection is in the table below (OutpostOCSP/keep_alive); openssl has no keep-alive to compare it with.",
+	},
 }
 
 // certListingPairing pairs the pagination benchmarks of testbed/bench.

@@ -40,12 +40,24 @@
 //
 // # Completeness of deltas
 //
-// A full CRL records in covers_until the latest revocation time it read.
-// A delta lists what was revoked after min(covers_until, base thisUpdate
-// - [DeltaOverlap]). The overlap catches revocations whose transaction
-// committed after the base was read although its revocation time is
-// earlier (a slow transaction, or a replica whose clock is behind); such
-// entries may also be on the base, which RFC 5280 permits.
+// A delta lists what was revoked after its base's covers_until, read with
+// an index range scan (certificates_revoked), never the whole revoked
+// set. covers_until is a watermark, not the newest revocation time read:
+// revoked_at is stamped by the revoking replica when its transaction
+// starts, so a revocation can commit after a full CRL read the table
+// although its revoked_at is older than revocations the CRL did see (a
+// slow transaction such as revoking a CA subtree, or a replica's clock).
+// When it reads the revoked set, a full CRL therefore takes the database
+// time, pulls it back to the start of the oldest client transaction then
+// in progress in the database, and subtracts [ClockSkew]. Every
+// revocation stamped before that watermark was visible to the read. The
+// first deltas after a full CRL may repeat the revocations of the few
+// seconds before it, which RFC 5280 permits.
+//
+// A revocation recorded with a revoked_at older than the latest full CRL's
+// watermark (for example a time reported by a gateway that revoked while
+// offline) reaches the delta only when the next full CRL is issued: call
+// GenerateFull after recording such revocations.
 package crl
 
 import (
@@ -75,9 +87,10 @@ const (
 	DefaultMaxDeltaEntries = 10_000
 	// DefaultRefreshInterval is Run's period when given none.
 	DefaultRefreshInterval = time.Minute
-	// DeltaOverlap is how far before the base's thisUpdate a delta starts
-	// reading, at the least (see the package documentation).
-	DeltaOverlap = 5 * time.Minute
+	// ClockSkew is how far the clocks of the replicas that stamp
+	// revocations may be behind the database's (see the package
+	// documentation).
+	ClockSkew = 10 * time.Second
 	// ExpiredRetention is the least time an entry stays after its
 	// certificate expired; it is raised to the full CRL validity when that
 	// is longer.
@@ -124,9 +137,8 @@ type CRL struct {
 	DER        []byte
 	ThisUpdate time.Time
 	NextUpdate time.Time
-	// CoversUntil: for a full CRL, the latest revocation time it read;
-	// for a delta, the latest revocation time it lists (or where it
-	// started reading when empty).
+	// CoversUntil is the watermark of the read: every revocation stamped
+	// before it is on this CRL (for a delta, together with its base).
 	CoversUntil time.Time
 }
 

@@ -97,8 +97,10 @@ type env struct {
 }
 
 // newEnv starts a control plane (cptest) and a CRL Service on its
-// database and key store, with Handler on an httptest server whose URL is
-// the BaseURL. clock may be nil (wall clock).
+// database and key store, with Handler on an httptest server. BaseURL is
+// the control plane's URL, which caservice puts into certificates as
+// PublicURL: the CRLs' IDP must name what certificates carry. clock may
+// be nil (wall clock).
 func newEnv(t *testing.T, clock *fakeClock) *env {
 	t.Helper()
 	e := cptest.Start(t, cluster(t))
@@ -107,9 +109,8 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 	if clock != nil {
 		svc.Now = clock.Now
 	}
-	srv := httptest.NewUnstartedServer(svc.Handler())
-	svc.BaseURL = "http://" + srv.Listener.Addr().String()
-	srv.Start()
+	svc.BaseURL = e.URL
+	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(func() {
 		srv.Close()
 		if t.Failed() {
@@ -117,6 +118,16 @@ func newEnv(t *testing.T, clock *fakeClock) *env {
 		}
 	})
 	return &env{Env: e, svc: svc, srv: srv, ctx: context.Background()}
+}
+
+// url is where this test's Handler serves a CRL (BaseURL is the control
+// plane's, which does not serve them).
+func (e *env) url(caID uuid.UUID, delta bool) string {
+	u := FullURL(e.srv.URL, caID)
+	if delta {
+		u = DeltaURL(e.srv.URL, caID)
+	}
+	return u
 }
 
 func (e *env) caByRole(t *testing.T, role string) *registry.CA {

@@ -54,14 +54,24 @@ const (
 	UNION ALL
 	SELECT serial, revoked_at, revocation_reason FROM cas
 		WHERE parent_id = $1 AND status = 'revoked' AND not_after > $2`
-	// $3 is the lower bound: an index range scan on certificates_revoked.
-	// $4 caps the rows read (NULL: all).
+	// $3 is the base's covers_until: an index range scan on
+	// certificates_revoked.
 	sqlDeltaEntries = `SELECT serial, revoked_at, revocation_reason FROM certificates
 		WHERE issuer_id = $1 AND status = 'revoked' AND revoked_at > $3 AND not_after > $2
 	UNION ALL
 	SELECT serial, revoked_at, revocation_reason FROM cas
-		WHERE parent_id = $1 AND status = 'revoked' AND revoked_at > $3 AND not_after > $2
-	LIMIT $4`
+		WHERE parent_id = $1 AND status = 'revoked' AND revoked_at > $3 AND not_after > $2`
+	// How many certificates were revoked after $2, counting to $3 at most.
+	sqlCountNew = `SELECT count(*) FROM (SELECT 1 FROM certificates
+		WHERE issuer_id = $1 AND status = 'revoked' AND revoked_at > $2 LIMIT $3) n`
+	// The watermark of a read that follows in the same transaction: the
+	// database time, or the start of the oldest client transaction in
+	// progress in this database when earlier (pg_stat_activity shows
+	// xact_start for sessions of the same role, which are the ones that
+	// revoke).
+	sqlWatermark = `SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity
+		WHERE datname = current_database() AND backend_type = 'client backend'
+		AND pid <> pg_backend_pid() AND xact_start IS NOT NULL`
 	// Is anything revoked after $2 (not on the latest delta)?
 	sqlRevokedAfter = `SELECT EXISTS (SELECT 1 FROM certificates WHERE issuer_id = $1 AND status = 'revoked' AND revoked_at > $2)
 		OR EXISTS (SELECT 1 FROM cas WHERE parent_id = $1 AND status = 'revoked' AND revoked_at > $2)`
@@ -196,27 +206,22 @@ func (s *Service) forgetSigner(keyRef string) {
 	s.mu.Unlock()
 }
 
-// readEntries runs sqlFullEntries or sqlDeltaEntries. It returns the
-// entries and the latest revocation time among them (zero if none).
-func (s *Service) readEntries(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]x509.RevocationListEntry, time.Time, error) {
+// readEntries runs sqlFullEntries or sqlDeltaEntries.
+func (s *Service) readEntries(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]x509.RevocationListEntry, error) {
 	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("reading revoked certificates: %w", err)
+		return nil, fmt.Errorf("reading revoked certificates: %w", err)
 	}
 	defer rows.Close()
 	var (
 		out    []x509.RevocationListEntry
-		latest time.Time
 		serial string
 		at     time.Time
 		reason *int32
 	)
 	for rows.Next() {
 		if err := rows.Scan(&serial, &at, &reason); err != nil {
-			return nil, time.Time{}, fmt.Errorf("reading revoked certificates: %w", err)
-		}
-		if at.After(latest) {
-			latest = at
+			return nil, fmt.Errorf("reading revoked certificates: %w", err)
 		}
 		e, err := entryFor(serial, at, reason)
 		if err != nil {
@@ -228,9 +233,9 @@ func (s *Service) readEntries(ctx context.Context, tx pgx.Tx, sql string, args .
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, time.Time{}, fmt.Errorf("reading revoked certificates: %w", err)
+		return nil, fmt.Errorf("reading revoked certificates: %w", err)
 	}
-	return out, latest, nil
+	return out, nil
 }
 
 // store signs t, inserts the CRL and prunes older ones of its kind.
@@ -269,6 +274,16 @@ func nextNumber(ctx context.Context, tx pgx.Tx, caID uuid.UUID) (int64, error) {
 	return n, nil
 }
 
+// watermark must run right before the read it stands for; see the
+// package documentation.
+func watermark(ctx context.Context, tx pgx.Tx) (time.Time, error) {
+	var w time.Time
+	if err := tx.QueryRow(ctx, sqlWatermark).Scan(&w); err != nil {
+		return time.Time{}, fmt.Errorf("reading the revocation watermark: %w", err)
+	}
+	return w.Add(-ClockSkew), nil
+}
+
 // generateFull builds and stores a full CRL. The caller holds the CA lock.
 func (s *Service) generateFull(ctx context.Context, tx pgx.Tx, ik *issuerKey, now time.Time) (*CRL, error) {
 	start := time.Now()
@@ -276,13 +291,13 @@ func (s *Service) generateFull(ctx context.Context, tx pgx.Tx, ik *issuerKey, no
 	if err != nil {
 		return nil, err
 	}
-	entries, latestRevoked, err := s.readEntries(ctx, tx, sqlFullEntries, ik.ca.ID, now.Add(-s.retention()))
+	covers, err := watermark(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	covers := latestRevoked
-	if covers.IsZero() {
-		covers = now
+	entries, err := s.readEntries(ctx, tx, sqlFullEntries, ik.ca.ID, now.Add(-s.retention()))
+	if err != nil {
+		return nil, err
 	}
 	t := &template{
 		issuer: ik.cert, signer: ik.signer, number: num, thisUpdate: now, nextUpdate: now.Add(s.validity()),
@@ -296,42 +311,36 @@ func (s *Service) generateFull(ctx context.Context, tx pgx.Tx, ik *issuerKey, no
 	return c, nil
 }
 
-// deltaFrom is where a delta on base starts reading.
-func deltaFrom(base *meta) time.Time {
-	from := base.thisUpdate.Add(-DeltaOverlap)
-	if base.coversUntil.Before(from) {
-		from = base.coversUntil
-	}
-	return from
-}
-
 // errDeltaTooBig: more entries since the base than a delta may hold.
 var errDeltaTooBig = errors.New("crl: delta would be too big")
 
 // generateDelta builds and stores a delta on base. The caller holds the
-// CA lock. With limit > 0 and more than limit entries since the base, it
-// stores nothing and returns errDeltaTooBig.
+// CA lock. With limit > 0 and more than limit certificates revoked after
+// the base read the table, it stores nothing and returns errDeltaTooBig: a
+// new full CRL is due. Revocations in the ClockSkew before that read,
+// which the base's deltas repeat, do not count: a new full CRL would
+// repeat them too, and replacing it would not make its deltas smaller.
 func (s *Service) generateDelta(ctx context.Context, tx pgx.Tx, ik *issuerKey, base *meta, now time.Time, limit int) (*CRL, error) {
+	if limit > 0 {
+		var n int
+		if err := tx.QueryRow(ctx, sqlCountNew, ik.ca.ID, base.coversUntil.Add(ClockSkew), limit+1).Scan(&n); err != nil {
+			return nil, fmt.Errorf("counting revocations since the base: %w", err)
+		}
+		if n > limit {
+			return nil, errDeltaTooBig
+		}
+	}
 	num, err := nextNumber(ctx, tx, ik.ca.ID)
 	if err != nil {
 		return nil, err
 	}
-	from := deltaFrom(base)
-	var lim *int64
-	if limit > 0 {
-		n := int64(limit) + 1
-		lim = &n
-	}
-	entries, latestRevoked, err := s.readEntries(ctx, tx, sqlDeltaEntries, ik.ca.ID, now.Add(-s.retention()), from, lim)
+	covers, err := watermark(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
-	if limit > 0 && len(entries) > limit {
-		return nil, errDeltaTooBig
-	}
-	covers := latestRevoked
-	if covers.IsZero() {
-		covers = from
+	entries, err := s.readEntries(ctx, tx, sqlDeltaEntries, ik.ca.ID, now.Add(-s.retention()), base.coversUntil)
+	if err != nil {
+		return nil, err
 	}
 	t := &template{
 		issuer: ik.cert, signer: ik.signer, number: num, thisUpdate: now, nextUpdate: now.Add(s.deltaValidity()),

@@ -41,7 +41,7 @@ func TestWebhookRetriesUntilDeliveredOnce(t *testing.T) {
 
 	const n = 20
 	ids := addEvents(t, pool, n, "test.ping", nil)
-	d := &Dispatcher{Pool: pool, Backoff: fastBackoff, Concurrency: 4}
+	d := &Dispatcher{DisableDigest: true, Pool: pool, Backoff: fastBackoff, Concurrency: 4}
 	tickUntil(t, d, 30*time.Second, "every delivery", func() bool { return stats(t, d).Delivered == n })
 
 	rcv.checkSignatures(t)
@@ -110,7 +110,7 @@ func TestEmailOnePerEvent(t *testing.T) {
 	addEvents(t, pool, 2, "other.kind", &dev) // not subscribed
 
 	sink.FailNext(2) // two temporary failures, retried
-	d := &Dispatcher{Pool: pool, Backoff: fastBackoff, SMTP: SMTPConfig{Addr: sink.Addr, From: "outpost@pki.example.com"}}
+	d := &Dispatcher{DisableDigest: true, Pool: pool, Backoff: fastBackoff, SMTP: SMTPConfig{Addr: sink.Addr, From: "outpost@pki.example.com"}}
 	tickUntil(t, d, 30*time.Second, "emails", func() bool { return stats(t, d).Delivered == len(ids) })
 	for range 3 {
 		if err := d.Tick(ctx); err != nil {
@@ -175,7 +175,7 @@ func TestChatMessage(t *testing.T) {
 	mustCreate(t, pool, &Subscription{Name: "chat", Channel: ChannelChat, Target: srv.URL + "/services/T000/B000/XXXX"})
 	dev := "gw-7"
 	ids := addEvents(t, pool, 1, "certificate.revoked", &dev)
-	d := &Dispatcher{Pool: pool}
+	d := &Dispatcher{DisableDigest: true, Pool: pool}
 	tickUntil(t, d, 10*time.Second, "the chat message", func() bool { return stats(t, d).Delivered == 1 })
 	mu.Lock()
 	defer mu.Unlock()
@@ -195,7 +195,7 @@ func TestOutOfOrderCommitIsNotLost(t *testing.T) {
 	rcv := newReceiver(t, "")
 	sub := mustCreate(t, pool, &Subscription{Name: "hook", Channel: ChannelWebhook, Target: rcv.srv.URL})
 	rcv.secret = sub.Secret
-	d := &Dispatcher{Pool: pool, Backoff: fastBackoff}
+	d := &Dispatcher{DisableDigest: true, Pool: pool, Backoff: fastBackoff}
 
 	// A transaction draws the lower id and commits last.
 	slow, err := pool.Begin(ctx)
@@ -266,7 +266,7 @@ func TestParallelDispatchers(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for range 2 {
-		d := &Dispatcher{Pool: openPool(t, pool.Config().ConnString()), Backoff: fastBackoff, BatchSize: 50}
+		d := &Dispatcher{DisableDigest: true, Pool: openPool(t, pool.Config().ConnString()), Backoff: fastBackoff, BatchSize: 50}
 		wg.Go(func() { d.Run(runCtx, 5*time.Millisecond) })
 	}
 
@@ -296,7 +296,7 @@ func TestParallelDispatchers(t *testing.T) {
 	const total = writers * perWriter
 	waitFor(t, 60*time.Second, "every delivery", func() bool { return rcv.distinct() == total })
 	// Let in-flight records land, then stop.
-	d := &Dispatcher{Pool: pool}
+	d := &Dispatcher{DisableDigest: true, Pool: pool}
 	waitFor(t, 10*time.Second, "stats", func() bool { return stats(t, d).Delivered == total })
 	stop()
 	wg.Wait()
@@ -342,7 +342,7 @@ func TestDeadLetterAndRedeliver(t *testing.T) {
 	sub := mustCreate(t, pool, &Subscription{Name: "down", Channel: ChannelWebhook, Target: rcv.srv.URL})
 	rcv.secret = sub.Secret
 	ids := addEvents(t, pool, 2, "test.dead", nil)
-	d := &Dispatcher{Pool: pool, Backoff: fastBackoff, MaxAttempts: 3}
+	d := &Dispatcher{DisableDigest: true, Pool: pool, Backoff: fastBackoff, MaxAttempts: 3}
 	tickUntil(t, d, 20*time.Second, "dead letters", func() bool { return stats(t, d).Dead == 2 })
 	for range 5 {
 		if err := d.Tick(ctx); err != nil {
@@ -396,7 +396,7 @@ func TestCrashedClaimIsRetriedAfterLease(t *testing.T) {
 	rcv.secret = sub.Secret
 	ids := addEvents(t, pool, 1, "test.crash", nil)
 
-	crashed := &Dispatcher{Pool: pool, Lease: 300 * time.Millisecond}
+	crashed := &Dispatcher{DisableDigest: true, Pool: pool, Lease: 300 * time.Millisecond}
 	crashed.init()
 	if err := crashed.fanout(ctx); err != nil {
 		t.Fatal(err)
@@ -406,7 +406,7 @@ func TestCrashedClaimIsRetriedAfterLease(t *testing.T) {
 		t.Fatalf("claim: %d deliveries, %v", len(claimed), err)
 	}
 	// ... and dies. Another dispatcher does not send it during the lease.
-	other := &Dispatcher{Pool: pool}
+	other := &Dispatcher{DisableDigest: true, Pool: pool}
 	if err := other.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestCrashedClaimIsRetriedAfterLease(t *testing.T) {
 	// A crash on the last allowed attempt ends as dead, not as a retry
 	// beyond the limit.
 	ids2 := addEvents(t, pool, 1, "test.crash", nil)
-	last := &Dispatcher{Pool: pool, Lease: 100 * time.Millisecond, MaxAttempts: 1}
+	last := &Dispatcher{DisableDigest: true, Pool: pool, Lease: 100 * time.Millisecond, MaxAttempts: 1}
 	if err := last.fanout(ctx); err != nil {
 		t.Fatal(err)
 	}

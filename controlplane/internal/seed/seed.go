@@ -91,6 +91,18 @@ var certColumns = []string{
 // batch commits with the number of certificates loaded so far; the last
 // call reports n. On error some batches may have been committed.
 func Certificates(ctx context.Context, pool *pgxpool.Pool, n int, progress func(done int)) error {
+	return certificates(ctx, pool, n, nil, progress)
+}
+
+// CertificatesUnder is Certificates with an existing CA (for instance one
+// whose key is in a key store, so that OCSP can answer for the rows) as
+// the issuer instead of a new seed root.
+func CertificatesUnder(ctx context.Context, pool *pgxpool.Pool, caID [16]byte, n int, progress func(done int)) error {
+	id := pgtype.UUID{Bytes: caID, Valid: true}
+	return certificates(ctx, pool, n, &id, progress)
+}
+
+func certificates(ctx context.Context, pool *pgxpool.Pool, n int, existing *pgtype.UUID, progress func(done int)) error {
 	if n < 0 {
 		return fmt.Errorf("seed: negative certificate count %d", n)
 	}
@@ -99,7 +111,7 @@ func Certificates(ctx context.Context, pool *pgxpool.Pool, n int, progress func(
 	if _, err := rand.Read(seed[:]); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
-	caID, dmsIDs, err := insertParents(ctx, pool, now)
+	caID, dmsIDs, err := insertParents(ctx, pool, now, existing)
 	if err != nil {
 		return err
 	}
@@ -124,10 +136,13 @@ func Certificates(ctx context.Context, pool *pgxpool.Pool, n int, progress func(
 }
 
 // insertParents inserts the CA and the DMSs the certificates refer to.
-func insertParents(ctx context.Context, pool *pgxpool.Pool, now time.Time) (pgtype.UUID, []pgtype.UUID, error) {
+func insertParents(ctx context.Context, pool *pgxpool.Pool, now time.Time, existing *pgtype.UUID) (pgtype.UUID, []pgtype.UUID, error) {
 	caID, err := newUUID()
 	if err != nil {
 		return pgtype.UUID{}, nil, fmt.Errorf("seed: %w", err)
+	}
+	if existing != nil {
+		caID = *existing
 	}
 	tag := hex.EncodeToString(caID.Bytes[:4])
 	ca, err := selfSignedCA("Outpost Seed Root CA "+tag, now)
@@ -136,11 +151,13 @@ func insertParents(ctx context.Context, pool *pgxpool.Pool, now time.Time) (pgty
 	}
 	var dmsIDs []pgtype.UUID
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO cas (id, name, kind, status, subject, serial, not_before, not_after, cert_der, created_at)
-			VALUES ($1, $2, 'root', 'active', $3, $4, $5, $6, $7, $8)`,
-			caID, "seed-root-"+tag, ca.Subject.String(), hex.EncodeToString(ca.SerialNumber.Bytes()),
-			ca.NotBefore, ca.NotAfter, ca.Raw, now.Add(-createdSpan-time.Hour)); err != nil {
-			return fmt.Errorf("inserting the ca: %w", err)
+		if existing == nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO cas (id, name, kind, status, subject, serial, not_before, not_after, cert_der, created_at)
+				VALUES ($1, $2, 'root', 'active', $3, $4, $5, $6, $7, $8)`,
+				caID, "seed-root-"+tag, ca.Subject.String(), hex.EncodeToString(ca.SerialNumber.Bytes()),
+				ca.NotBefore, ca.NotAfter, ca.Raw, now.Add(-createdSpan-time.Hour)); err != nil {
+				return fmt.Errorf("inserting the ca: %w", err)
+			}
 		}
 		for i := range dmsCount {
 			id, err := newUUID()

@@ -1,4 +1,4 @@
-package registry_test
+package cpbench_test
 
 import (
 	"os"
@@ -9,6 +9,7 @@ import (
 // (the pagination fixture's Postgres) once every test and benchmark ran.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	closeOCSP()
 	closePaging()
 	os.Exit(code)
 }

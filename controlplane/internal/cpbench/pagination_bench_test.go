@@ -1,4 +1,4 @@
-package registry_test
+package cpbench_test
 
 // Certificate listing over a large table: Outpost's keyset (cursor)
 // pagination next to the OFFSET pagination of Lamassu IoT, on the same
@@ -6,9 +6,16 @@ package registry_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,9 +25,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/google/uuid"
+
 	"github.com/outpost-pki/outpost/controlplane/internal/db"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
 	"github.com/outpost-pki/outpost/controlplane/internal/seed"
+	"github.com/outpost-pki/outpost/internal/issuer"
+	"github.com/outpost-pki/outpost/internal/keystore"
+	"github.com/outpost-pki/outpost/internal/keystore/filekeys"
 	"github.com/outpost-pki/outpost/testbed"
 )
 
@@ -146,6 +158,14 @@ type pagingFixture struct {
 	pg    *testbed.Postgres
 	pool  *pgxpool.Pool
 	certs int
+	// The CA every seeded certificate belongs to; its key is in keys
+	// (and in clear in caKeyPEM, for the openssl responder).
+	dir      string
+	keys     keystore.Store
+	caID     uuid.UUID
+	caCert   *x509.Certificate
+	caKeyPEM []byte
+	reg      *registry.Registry
 	// cursors holds the cursor of each page in benchPages that exists.
 	cursors map[int]*pageCursor
 }
@@ -176,6 +196,12 @@ func closePaging() {
 func (f *pagingFixture) close() {
 	if f.pool != nil {
 		f.pool.Close()
+	}
+	if f.keys != nil {
+		f.keys.Close()
+	}
+	if f.dir != "" {
+		os.RemoveAll(f.dir)
 	}
 	if err := f.pg.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "pagination: stopping postgres: %v\n", err)
@@ -218,10 +244,13 @@ func startPaging(ctx context.Context) (_ *pagingFixture, err error) {
 		return nil, err
 	}
 
+	if err := f.makeCA(ctx); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(os.Stderr, "pagination: seeding %d certificates\n", n)
 	start := time.Now()
 	next := progressEvery
-	err = seed.Certificates(ctx, f.pool, n, func(done int) {
+	err = seed.CertificatesUnder(ctx, f.pool, f.caID, n, func(done int) {
 		if done >= next || done == n {
 			fmt.Fprintf(os.Stderr, "pagination: %d/%d certificates (%v)\n", done, n, time.Since(start).Round(100*time.Millisecond))
 			next = (done/progressEvery + 1) * progressEvery
@@ -261,6 +290,40 @@ func startPaging(ctx context.Context) (_ *pagingFixture, err error) {
 		f.cursors[p] = cur
 	}
 	return f, nil
+}
+
+// makeCA creates the CA of the data set with its key in a file key store.
+func (f *pagingFixture) makeCA(ctx context.Context) error {
+	var err error
+	if f.dir, err = os.MkdirTemp("", "outpost-cpbench-"); err != nil {
+		return err
+	}
+	fk, err := filekeys.Open(filekeys.Config{Dir: filepath.Join(f.dir, "keys"), Passphrase: "bench", Iterations: 10_000})
+	if err != nil {
+		return err
+	}
+	f.keys = fk
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	f.caID = uuid.New()
+	keyRef := "ca-" + f.caID.String()
+	if err := fk.Import(ctx, keyRef, key); err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	f.caKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	now := time.Now()
+	if f.caCert, err = issuer.CreateRoot(key, issuer.CAOptions{Subject: pkix.Name{CommonName: "Outpost Bench CA"}, Now: now.Add(-400 * 24 * time.Hour), Validity: 10 * 365 * 24 * time.Hour, MaxPathLen: -1}); err != nil {
+		return err
+	}
+	f.reg = registry.New(f.pool)
+	return f.reg.InsertCA(ctx, &registry.CA{ID: f.caID, Name: "bench-ca", Kind: "root", KeyRef: &keyRef, Status: "active",
+		Subject: f.caCert.Subject.String(), Serial: f.caCert.SerialNumber.Text(16), NotBefore: f.caCert.NotBefore, NotAfter: f.caCert.NotAfter, CertDER: f.caCert.Raw})
 }
 
 // benchPagination runs fetch for every page in benchPages, with a
