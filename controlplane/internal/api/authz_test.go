@@ -65,7 +65,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	cells := 0
 	for _, r := range routes {
-		path := strings.NewReplacer(":id", "00000000-0000-0000-0000-000000000002", ":serial", "00ff").Replace(r.Path)
+		path := strings.NewReplacer(":id", "00000000-0000-0000-0000-000000000002", ":serial", "00ff", ":event_id", "1").Replace(r.Path)
 		for _, c := range callers {
 			key := r.Method + " " + r.Path
 			var body any
@@ -151,7 +151,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		if r.Path == "/healthz" || r.Path == "/readyz" {
 			continue
 		}
-		p := strings.NewReplacer(":id", "{id}", ":serial", "{serial}").Replace(r.Path)
+		p := strings.NewReplacer(":id", "{id}", ":serial", "{serial}", ":event_id", "{event_id}").Replace(r.Path)
 		op, ok := doc.Paths[p][strings.ToLower(r.Method)]
 		if !ok {
 			t.Errorf("%s %s is served but missing from openapi.json", r.Method, r.Path)

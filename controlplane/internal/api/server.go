@@ -99,7 +99,7 @@ func New(svc *caservice.Service, opts Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.routes = s.routeTable()
+	s.routes = append(s.routeTable(), s.subscriptionRoutes()...)
 	e := gin.New()
 	e.Use(gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, err any) {
 		s.log.Error("panic in handler", "path", c.FullPath(), "panic", err)

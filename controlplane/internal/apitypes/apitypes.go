@@ -260,3 +260,48 @@ type WhoAmI struct {
 	Principal Principal `json:"principal"`
 	TokenID   string    `json:"token_id,omitempty"`
 }
+
+// Subscription is a notification subscription.
+type Subscription struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Channel    string     `json:"channel"` // webhook | email | chat
+	Target     string     `json:"target"`
+	EventKinds []string   `json:"event_kinds,omitempty"`
+	CAID       string     `json:"ca_id,omitempty"`
+	DMSID      string     `json:"dms_id,omitempty"`
+	DeviceID   string     `json:"device_id,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	DisabledAt *time.Time `json:"disabled_at,omitempty"`
+}
+
+// CreateSubscriptionRequest creates a subscription. EventKinds: exact
+// kinds, "prefix.*" or "*"; empty means every kind.
+type CreateSubscriptionRequest struct {
+	Name       string   `json:"name"`
+	Channel    string   `json:"channel"`
+	Target     string   `json:"target"`
+	Secret     string   `json:"secret,omitempty"`
+	EventKinds []string `json:"event_kinds,omitempty"`
+	CAID       string   `json:"ca_id,omitempty"`
+	DMSID      string   `json:"dms_id,omitempty"`
+	DeviceID   string   `json:"device_id,omitempty"`
+}
+
+// CreateSubscriptionResponse returns the webhook secret, shown once.
+type CreateSubscriptionResponse struct {
+	Subscription Subscription `json:"subscription"`
+	Secret       string       `json:"secret,omitempty"`
+}
+
+// Delivery is one notification delivery (receipt).
+type Delivery struct {
+	Key           string     `json:"key"`
+	EventID       int64      `json:"event_id"`
+	EventKind     string     `json:"event_kind"`
+	Status        string     `json:"status"` // pending | delivered | dead
+	Attempts      int        `json:"attempts"`
+	NextAttemptAt time.Time  `json:"next_attempt_at"`
+	LastError     string     `json:"last_error,omitempty"`
+	DeliveredAt   *time.Time `json:"delivered_at,omitempty"`
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
 	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
+	"github.com/outpost-pki/outpost/controlplane/internal/notify"
 	"github.com/outpost-pki/outpost/internal/cli"
 )
 
@@ -66,8 +67,27 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer app.Close()
+	d, err := dispatcher(cfg, app, log)
+	if err != nil {
+		return err
+	}
+	app.Jobs = append(app.Jobs, func(ctx context.Context) { d.Run(ctx, cfg.Notifications.Interval.D()) })
 	if app.Bootstrapped {
 		log.Info("bootstrap: created the root, issuing and DMS manager CAs")
 	}
 	return app.Serve(ctx, nil)
+}
+
+// dispatcher builds the notification dispatcher from the configuration.
+func dispatcher(cfg *cpconfig.Config, app *cpserver.App, log *slog.Logger) (*notify.Dispatcher, error) {
+	var pass string
+	if cfg.Notifications.SMTPPassword.IsSet() {
+		p, err := cfg.Notifications.SMTPPassword.Resolve("notifications.smtp_password")
+		if err != nil {
+			return nil, err
+		}
+		pass = p.Reveal()
+	}
+	return &notify.Dispatcher{Pool: app.Pool, MaxAttempts: cfg.Notifications.MaxAttempts, Log: log,
+		SMTP: notify.SMTPConfig{Addr: cfg.Notifications.SMTPAddr, From: cfg.Notifications.SMTPFrom, Username: cfg.Notifications.SMTPUsername, Password: pass}}, nil
 }

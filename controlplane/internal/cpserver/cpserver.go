@@ -39,8 +39,12 @@ type App struct {
 	Bootstrapped bool
 	OCSP         *ocspresponder.Responder
 	Sweeper      *lifecycle.Sweeper
-	log          *slog.Logger
-	handler      http.Handler
+	// Jobs are more background loops RunBackground starts (the binary
+	// adds the notification dispatcher here; this package does not import
+	// it, so that its tests can start a control plane).
+	Jobs    []func(ctx context.Context)
+	log     *slog.Logger
+	handler http.Handler
 }
 
 // OpenKeystore opens the configured key store.
@@ -133,12 +137,16 @@ func (a *App) onRevoked(_ context.Context, cas []uuid.UUID, serials []string) {
 	}
 }
 
-// RunBackground runs the periodic jobs (lifecycle sweeps, OCSP refresh)
+// RunBackground runs the periodic jobs (lifecycle sweeps, OCSP refresh,
+// notification dispatch)
 // until ctx ends. Every replica runs them; advisory locks make one do
 // the work.
 func (a *App) RunBackground(ctx context.Context) {
 	go a.Sweeper.Run(ctx, a.Config.Lifecycle.SweepInterval.D())
 	go a.OCSP.Run(ctx, time.Minute)
+	for _, job := range a.Jobs {
+		go job(ctx)
+	}
 }
 
 // Close releases the pool and the key store.

@@ -164,8 +164,26 @@ func summary(e *Event) string {
 	if e.CAID != nil {
 		fmt.Fprintf(&b, " ca=%s", e.CAID)
 	}
-	for _, kv := range detailPairs(e.Detail, 10) {
-		fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+	if e.Kind == DigestKind {
+		// The digest's lists are too long for a line: counts only.
+		var dg struct {
+			Day   string `json:"day"`
+			Total int    `json:"total"`
+			ByCA  []struct {
+				Name  string `json:"ca_name"`
+				Count int    `json:"count"`
+			} `json:"by_ca"`
+		}
+		if json.Unmarshal(e.Detail, &dg) == nil {
+			fmt.Fprintf(&b, " %s: %d certificates expire within 30 days", dg.Day, dg.Total)
+			for _, c := range dg.ByCA {
+				fmt.Fprintf(&b, "; %s: %d", c.Name, c.Count)
+			}
+		}
+	} else {
+		for _, kv := range detailPairs(e.Detail, 10) {
+			fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+		}
 	}
 	fmt.Fprintf(&b, " at %s (event %d)", e.At.UTC().Format(time.RFC3339), e.ID)
 	return truncateLine(b.String(), 1000)
@@ -246,6 +264,11 @@ func (d *Dispatcher) sendEmail(ctx context.Context, dl *delivery) error {
 		return fmt.Errorf("smtp greeting: %w", err)
 	}
 	defer c.Close()
+	if cfg.HeloName != "" {
+		if err := c.Hello(cfg.HeloName); err != nil {
+			return fmt.Errorf("smtp EHLO: %w", err)
+		}
+	}
 	if ok, _ := c.Extension("STARTTLS"); ok {
 		tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 		if cfg.TLS != nil {

@@ -24,6 +24,8 @@ const (
 	maxBackoff = time.Hour
 	// sendTimeout bounds one webhook or chat request.
 	sendTimeout = 10 * time.Second
+	// maxFanoutRounds bounds the fan-out batches per Tick.
+	maxFanoutRounds = 10
 	// smtpTimeout bounds one email transaction (dial to QUIT).
 	smtpTimeout = 30 * time.Second
 )
@@ -49,6 +51,8 @@ type SMTPConfig struct {
 	// to localhost.
 	Username string
 	Password string
+	// HeloName is the name sent in EHLO; default "localhost".
+	HeloName string
 	// TLS is used for STARTTLS when the server offers it; nil means the
 	// system roots with ServerName taken from Addr.
 	TLS *tls.Config
@@ -65,7 +69,8 @@ type Dispatcher struct {
 	// bounded to 10 s whatever the client's own timeout.
 	HTTP *http.Client
 	SMTP SMTPConfig
-	// Now is the clock; default time.Now.
+	// Now is the clock (due times, the digest's day, the webhook
+	// timestamp, the email Date); default time.Now.
 	Now func() time.Time
 	// MaxAttempts before a delivery is marked dead; default 8.
 	MaxAttempts int
@@ -202,8 +207,16 @@ func (d *Dispatcher) Tick(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("expiry digest: %w", err))
 		}
 	}
-	if err := d.fanout(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("fan-out: %w", err))
+	// A backlog (after downtime) is fanned out a few batches per tick.
+	for range maxFanoutRounds {
+		more, err := d.fanout(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("fan-out: %w", err))
+			break
+		}
+		if !more {
+			break
+		}
 	}
 	if err := d.deliver(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("delivering: %w", err))

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -282,7 +283,7 @@ func TestParallelDispatchers(t *testing.T) {
 					if err := q.AddEvent(ctx, &registry.Event{Kind: "test.par"}); err != nil {
 						return err
 					}
-					time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+					time.Sleep(time.Duration(rand.IntN(10000)) * time.Microsecond)
 					return q.AddEvent(ctx, &registry.Event{Kind: "test.par"})
 				})
 				if err != nil {
@@ -398,7 +399,7 @@ func TestCrashedClaimIsRetriedAfterLease(t *testing.T) {
 
 	crashed := &Dispatcher{DisableDigest: true, Pool: pool, Lease: 300 * time.Millisecond}
 	crashed.init()
-	if err := crashed.fanout(ctx); err != nil {
+	if _, err := crashed.fanout(ctx); err != nil {
 		t.Fatal(err)
 	}
 	claimed, err := crashed.claim(ctx, 10)
@@ -427,7 +428,7 @@ func TestCrashedClaimIsRetriedAfterLease(t *testing.T) {
 	// beyond the limit.
 	ids2 := addEvents(t, pool, 1, "test.crash", nil)
 	last := &Dispatcher{DisableDigest: true, Pool: pool, Lease: 100 * time.Millisecond, MaxAttempts: 1}
-	if err := last.fanout(ctx); err != nil {
+	if _, err := last.fanout(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if claimed, err := last.claim(ctx, 10); err != nil || len(claimed) != 1 || claimed[0].Event.ID != ids2[0] {
@@ -459,5 +460,64 @@ func TestBackoffDefault(t *testing.T) {
 				t.Errorf("DefaultBackoff(%d) = %v, want in [%v, %v)", tc.attempt, got, tc.lo, tc.hi)
 			}
 		}
+	}
+}
+
+// Small batches exercise the partial rescan and scan paths.
+func TestFanoutInSmallBatches(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t)
+	rcv := newReceiver(t, "")
+	sub := mustCreate(t, pool, &Subscription{Name: "hook", Channel: ChannelWebhook, Target: rcv.srv.URL})
+	rcv.secret = sub.Secret
+	d := &Dispatcher{DisableDigest: true, Pool: pool, BatchSize: 3}
+
+	open1, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open1.Rollback(ctx)
+	low := addEvents(t, open1, 1, "test.low", nil)
+	mid := addEvents(t, pool, 10, "test.mid", nil)
+	open2, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open2.Rollback(ctx)
+	low2 := addEvents(t, open2, 1, "test.low", nil)
+	mid2 := addEvents(t, pool, 4, "test.mid", nil)
+	tickUntil(t, d, 10*time.Second, "the committed events", func() bool { return rcv.distinct() == 14 })
+	if st := readState(t, pool); st.Watermark >= low[0] {
+		t.Errorf("state %+v with event %d open", st, low[0])
+	}
+	if err := open1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The horizon waits for both open transactions (it does not know
+	// which holds which id).
+	for range 3 {
+		if err := d.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := readState(t, pool); st.Watermark >= low[0] || len(st.Waiting) != 1 {
+		t.Errorf("state %+v with event %d open", st, low2[0])
+	}
+	if err := open2.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	more := addEvents(t, pool, 7, "test.more", nil)
+	all := slices.Concat(low, mid, low2, mid2, more)
+	tickUntil(t, d, 10*time.Second, "everything", func() bool {
+		return rcv.distinct() == len(all) && readState(t, pool).Watermark == slices.Max(all)
+	})
+	want := keysFor(sub.ID, all)
+	for k, n := range rcv.keys() {
+		if !want[k] || n != 1 {
+			t.Errorf("delivery %s: %d times (expected: %v)", k, n, want[k])
+		}
+	}
+	if c := rcv.totalCalls(); c != len(all) {
+		t.Errorf("%d calls for %d events", c, len(all))
 	}
 }

@@ -39,8 +39,9 @@
 //     free of side effects), and the watermark moves up.
 //
 // Writers never wait for the fan-out. A transaction that stays open while
-// holding an uncommitted event holds the watermark back (not the delivery
-// of newer events); the dispatcher logs it after a minute. This relies on
+// holding an uncommitted event holds the watermark back, and with it the
+// rescan that picks up events committing late around it; newer events
+// still flow. The dispatcher logs such a transaction after a minute. This relies on
 // the identity sequence's default CACHE 1 (a per-session cache would let
 // a session use an id long after drawing it).
 //

@@ -12,10 +12,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Advisory lock keys (pg_advisory_xact_lock is scoped to the database).
+// Advisory lock keys (pg_advisory_xact_lock is scoped to the database),
+// ASCII like the other packages' keys.
 const (
-	lockFanout int64 = 0x6f75_7470_6e66_0001 // "outpnf" + 1
-	lockDigest int64 = 0x6f75_7470_6e66_0002
+	lockFanout int64 = 0x4f5554504e46414e // "OUTPNFAN"
+	lockDigest int64 = 0x4f5554504e444947 // "OUTPNDIG"
 )
 
 // job_state rows.
@@ -82,9 +83,10 @@ func eventWriters(ctx context.Context, tx pgx.Tx) ([]string, error) {
 
 // fanout runs one fan-out round in a READ COMMITTED transaction (each
 // statement must see what committed before it started) under the
-// fan-out advisory lock.
-func (d *Dispatcher) fanout(ctx context.Context) error {
-	return pgx.BeginTxFunc(ctx, d.Pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+// fan-out advisory lock. more reports a full batch: call again.
+func (d *Dispatcher) fanout(ctx context.Context) (more bool, err error) {
+	err = pgx.BeginTxFunc(ctx, d.Pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		more = false
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockFanout); err != nil {
 			return err
 		}
@@ -159,7 +161,7 @@ func (d *Dispatcher) fanout(ctx context.Context) error {
 				d.log().Info("notify: late-committed events fanned out", "deliveries", ins, "after_id", st.Watermark, "up_to_id", hi)
 			}
 			if n == batch {
-				st.Watermark, caughtUp = last, false
+				st.Watermark, caughtUp, more = last, false, true
 			} else {
 				st.Watermark = hi
 			}
@@ -171,6 +173,9 @@ func (d *Dispatcher) fanout(ctx context.Context) error {
 		}
 		if n > 0 {
 			st.High = max(st.High, last)
+		}
+		if n == batch {
+			more = true
 		}
 		// Now every final event up to min(safe, high) is fanned out (the
 		// rescan covered the old high, the scan the rest). When the scan
@@ -193,6 +198,7 @@ func (d *Dispatcher) fanout(ctx context.Context) error {
 			ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value`, jobFanout, string(b))
 		return err
 	})
+	return more, err
 }
 
 // fanoutRange inserts the deliveries of up to batch events with

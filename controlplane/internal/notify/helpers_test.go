@@ -3,7 +3,6 @@ package notify
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/outpost-pki/outpost/controlplane/internal/db"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
-	"github.com/outpost-pki/outpost/internal/testpki"
 	"github.com/outpost-pki/outpost/testbed"
 )
 
@@ -248,15 +246,6 @@ func keysFor(sub uuid.UUID, ids []int64) map[string]bool {
 		out[DeliveryKey(sub, id)] = true
 	}
 	return out
-}
-
-func csrPEM(t *testing.T, cn string) string {
-	t.Helper()
-	csr, _, err := testpki.CSR(cn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
 }
 
 func eventIDs(t *testing.T, q registry.DBTX, where string, args ...any) []int64 {

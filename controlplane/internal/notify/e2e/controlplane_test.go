@@ -1,9 +1,10 @@
-package notify
+package e2e
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/outpost-pki/outpost/controlplane/internal/notify"
 	"slices"
 	"strings"
 	"sync"
@@ -72,7 +73,7 @@ func TestSubscriptionFilters(t *testing.T) {
 	rcv := newReceiver(t, "")
 	ca2, dmsID, dev2 := uuid.MustParse(line2.ID), uuid.MustParse(dms.DMS.ID), "dev-2"
 	ca1 := uuid.MustParse(issuing.ID)
-	subs := map[string]*Subscription{
+	subs := map[string]*notify.Subscription{
 		"all":         {EventKinds: nil},
 		"certs":       {EventKinds: []string{"certificate.*"}},
 		"registered":  {EventKinds: []string{"device.registered"}},
@@ -84,10 +85,10 @@ func TestSubscriptionFilters(t *testing.T) {
 		"disabled":    {},
 	}
 	for name, s := range subs {
-		s.Name, s.Channel, s.Target = name, ChannelWebhook, rcv.srv.URL+"/"+name
+		s.Name, s.Channel, s.Target = name, notify.ChannelWebhook, rcv.srv.URL+"/"+name
 		mustCreate(t, pool, s)
 	}
-	if err := Disable(ctx, pool, subs["disabled"].ID, time.Now()); err != nil {
+	if err := notify.Disable(ctx, pool, subs["disabled"].ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -99,7 +100,7 @@ func TestSubscriptionFilters(t *testing.T) {
 	f.revoke(a.Serial)
 	f.revoke(c.Serial)
 
-	d := &Dispatcher{Pool: pool, DisableDigest: true}
+	d := &notify.Dispatcher{Pool: pool, DisableDigest: true}
 	tickUntil(t, d, 20*time.Second, "deliveries", func() bool {
 		s := stats(t, d)
 		return s.Pending == 0 && s.Delivered > 0 && readState(t, pool).Horizon == 0
@@ -142,7 +143,7 @@ func TestSubscriptionFilters(t *testing.T) {
 			var want []string
 			for _, r := range evs {
 				if tc.want(r) {
-					want = append(want, DeliveryKey(subs[tc.sub].ID, r.ID))
+					want = append(want, notify.DeliveryKey(subs[tc.sub].ID, r.ID))
 				}
 			}
 			got := slices.Clone(rcv.paths["/"+tc.sub])
@@ -172,7 +173,7 @@ func TestRestartLosesNothing(t *testing.T) {
 
 	pool1 := openPool(t, e.DSN)
 	rcv := newReceiver(t, "")
-	sub := mustCreate(t, pool1, &Subscription{Name: "all", Channel: ChannelWebhook, Target: rcv.srv.URL})
+	sub := mustCreate(t, pool1, &notify.Subscription{Name: "all", Channel: notify.ChannelWebhook, Target: rcv.srv.URL})
 	rcv.secret = sub.Secret
 
 	var serials []string
@@ -194,7 +195,7 @@ func TestRestartLosesNothing(t *testing.T) {
 			stop1()
 		}
 	}
-	d1 := &Dispatcher{Pool: pool1, Lease: 500 * time.Millisecond, Concurrency: 2}
+	d1 := &notify.Dispatcher{Pool: pool1, Lease: 500 * time.Millisecond, Concurrency: 2}
 	done := make(chan struct{})
 	go func() { d1.Run(ctx1, 10*time.Millisecond); close(done) }()
 	select {
@@ -223,12 +224,12 @@ func TestRestartLosesNothing(t *testing.T) {
 		t.Fatalf("no events after the restart: %d then %d", len(before), len(all))
 	}
 	rcv.onDelivered = nil
-	d2 := &Dispatcher{Pool: pool2, Concurrency: 2}
+	d2 := &notify.Dispatcher{Pool: pool2, Concurrency: 2}
 	ctx2, stop2 := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { d2.Run(ctx2, 10*time.Millisecond) })
 	waitFor(t, 30*time.Second, "every event at the receiver", func() bool { return rcv.distinct() >= len(all) })
-	waitFor(t, 10*time.Second, "every delivery recorded", func() bool { return stats(t, d2) == Stats{Delivered: len(all)} })
+	waitFor(t, 10*time.Second, "every delivery recorded", func() bool { return stats(t, d2) == notify.Stats{Delivered: len(all)} })
 	stop2()
 	wg.Wait()
 
@@ -248,7 +249,7 @@ func TestRestartLosesNothing(t *testing.T) {
 	for _, ev := range rcv.events {
 		kinds[ev.Kind]++
 	}
-	if kinds["device.registered"] != 12 || kinds["certificate.issued"] != 8 || kinds["certificate.revoked"] != 2 || kinds[DigestKind] != 1 {
+	if kinds["device.registered"] != 12 || kinds["certificate.issued"] != 8 || kinds["certificate.revoked"] != 2 || kinds[notify.DigestKind] != 1 {
 		t.Errorf("kinds delivered: %v", kinds)
 	}
 	rcv.checkSignatures(t)
@@ -267,14 +268,14 @@ func TestDigestOncePerDay(t *testing.T) {
 		certs = append(certs, f.issue(issuing.ID, id))
 	}
 	rcv := newReceiver(t, "")
-	sub := mustCreate(t, pool, &Subscription{Name: "digest", Channel: ChannelWebhook, Target: rcv.srv.URL, EventKinds: []string{DigestKind}})
+	sub := mustCreate(t, pool, &notify.Subscription{Name: "digest", Channel: notify.ChannelWebhook, Target: rcv.srv.URL, EventKinds: []string{notify.DigestKind}})
 	rcv.secret, rcv.anyTime = sub.Secret, true
 
 	// A clock 20 days before the certificates expire.
 	var clock atomic.Int64
 	clock.Store(certs[0].NotAfter.Add(-20 * 24 * time.Hour).UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	ds := []*Dispatcher{{Pool: pool, Now: now}, {Pool: openPool(t, e.DSN), Now: now}}
+	ds := []*notify.Dispatcher{{Pool: pool, Now: now}, {Pool: openPool(t, e.DSN), Now: now}}
 	tickAll := func() {
 		var wg sync.WaitGroup
 		for _, d := range ds {
@@ -288,7 +289,7 @@ func TestDigestOncePerDay(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	digests := func() []int64 { return eventIDs(t, pool, `kind = $1`, DigestKind) }
+	digests := func() []int64 { return eventIDs(t, pool, `kind = $1`, notify.DigestKind) }
 
 	tickAll()
 	got := digests()
@@ -365,7 +366,7 @@ func TestDigestOncePerDay(t *testing.T) {
 		return rcv.distinct() == 3
 	})
 	for k, ev := range rcv.events {
-		if ev.Kind != DigestKind {
+		if ev.Kind != notify.DigestKind {
 			t.Errorf("delivery %s of kind %s to a digest-only subscription", k, ev.Kind)
 		}
 	}
