@@ -203,6 +203,12 @@ func (s *Service) newCA(ctx context.Context, q *registry.Queries, parent *regist
 		return nil, nil, fmt.Errorf("generating ca key: %w", err)
 	}
 	opts := issuer.CAOptions{Subject: subject, Now: now, Validity: validity, MaxPathLen: maxPathLen}
+	if parent != nil && s.PublicURL != "" {
+		// A sub-CA's status is on its parent's CRL and OCSP.
+		base := strings.TrimRight(s.PublicURL, "/")
+		opts.OCSPServers = []string{base + "/ocsp"}
+		opts.CRLDistributionPoints = []string{base + "/crl/" + parent.ID.String() + ".crl"}
+	}
 	var cert *x509.Certificate
 	kind := "root"
 	var parentID *uuid.UUID

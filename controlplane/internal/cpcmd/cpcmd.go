@@ -11,6 +11,7 @@ import (
 
 	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
 	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
+	"github.com/outpost-pki/outpost/controlplane/internal/crl"
 	"github.com/outpost-pki/outpost/controlplane/internal/notify"
 	"github.com/outpost-pki/outpost/internal/cli"
 )
@@ -67,6 +68,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer app.Close()
+	app.AttachCRL(&crl.Service{Reg: app.Svc.Reg, Keys: app.Keys, Validity: cfg.CRL.Validity.D(), DeltaValidity: cfg.CRL.DeltaValidity.D(), Log: log}, crl.PathPrefix)
 	d, err := dispatcher(cfg, app, log)
 	if err != nil {
 		return err

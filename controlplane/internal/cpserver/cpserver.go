@@ -38,13 +38,18 @@ type App struct {
 	// Bootstrapped is true when this process created the bootstrap CAs.
 	Bootstrapped bool
 	OCSP         *ocspresponder.Responder
-	Sweeper      *lifecycle.Sweeper
+	// CRL issues and serves CRLs once AttachCRL was called (the binary
+	// attaches controlplane/internal/crl; this package does not import it,
+	// so that the crl tests can start a control plane).
+	CRL     CRLService
+	Sweeper *lifecycle.Sweeper
 	// Jobs are more background loops RunBackground starts (the binary
 	// adds the notification dispatcher here; this package does not import
 	// it, so that its tests can start a control plane).
 	Jobs    []func(ctx context.Context)
 	log     *slog.Logger
 	handler http.Handler
+	mux     *http.ServeMux
 }
 
 // OpenKeystore opens the configured key store.
@@ -85,6 +90,7 @@ func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, e
 	svc := &caservice.Service{Reg: registry.New(pool), Keys: keys, Log: log, KeyAlgorithm: alg, PublicURL: cfg.PublicURL}
 	app := &App{Config: cfg, Pool: pool, Keys: keys, Svc: svc, log: log}
 	app.OCSP = &ocspresponder.Responder{Reg: svc.Reg, Keys: keys, Validity: cfg.OCSP.ResponseValidity.D(), Log: log}
+
 	thresholds := map[string]time.Duration{}
 	for k, v := range cfg.Lifecycle.ProfileThresholds {
 		thresholds[k] = v.D()
@@ -122,18 +128,56 @@ func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, e
 	mux.Handle(ocspresponder.PathPrefix+"/", app.OCSP.Handler())
 	mux.Handle("/", app.API.Handler())
 	app.handler = mux
+	app.mux = mux
 	return app, nil
+}
+
+// CRLService is what the control plane needs of the CRL service.
+type CRLService interface {
+	// OnRevoked issues fresh (delta) CRLs of the CAs after a revocation.
+	OnRevoked(ctx context.Context, caIDs ...uuid.UUID) error
+	// Handler serves CRLs under prefix.
+	Handler() http.Handler
+	// Run refreshes CRLs before their nextUpdate until ctx ends.
+	Run(ctx context.Context, every time.Duration)
+	// SetBaseURL sets the URL prefix CRLs are published under.
+	SetBaseURL(u string)
+}
+
+// AttachCRL mounts the CRL service under prefix and hooks it to
+// revocations. Call it before serving.
+func (a *App) AttachCRL(c CRLService, prefix string) {
+	c.SetBaseURL(a.Svc.PublicURL)
+	a.CRL = c
+	a.mux.Handle(prefix, c.Handler())
 }
 
 // Handler serves the API, OCSP and CRLs.
 func (a *App) Handler() http.Handler { return a.handler }
 
+// SetPublicURL changes the base URL of OCSP and CRLs (tests that learn
+// their listener's address after Build).
+func (a *App) SetPublicURL(u string) {
+	a.Svc.PublicURL = u
+	if a.CRL != nil {
+		a.CRL.SetBaseURL(u)
+	}
+}
+
 // onRevoked runs after a revocation committed: this replica's OCSP cache
 // forgets the serials (the shared pre-signed rows went in the revoking
-// transaction).
-func (a *App) onRevoked(_ context.Context, cas []uuid.UUID, serials []string) {
+// transaction), and the CAs' delta CRLs are issued at once. A failure is
+// logged, not returned: the revocation stands, and the CRL refresher
+// catches up within a minute.
+func (a *App) onRevoked(ctx context.Context, cas []uuid.UUID, serials []string) {
 	for _, ca := range cas {
 		a.OCSP.Forget(ca, serials...)
+	}
+	if a.CRL == nil || a.Svc.PublicURL == "" {
+		return
+	}
+	if err := a.CRL.OnRevoked(context.WithoutCancel(ctx), cas...); err != nil {
+		a.log.Error("issuing delta CRLs after a revocation", "err", err)
 	}
 }
 
@@ -144,6 +188,9 @@ func (a *App) onRevoked(_ context.Context, cas []uuid.UUID, serials []string) {
 func (a *App) RunBackground(ctx context.Context) {
 	go a.Sweeper.Run(ctx, a.Config.Lifecycle.SweepInterval.D())
 	go a.OCSP.Run(ctx, time.Minute)
+	if a.CRL != nil && a.Svc.PublicURL != "" {
+		go a.CRL.Run(ctx, time.Minute)
+	}
 	for _, job := range a.Jobs {
 		go job(ctx)
 	}

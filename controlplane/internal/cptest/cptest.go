@@ -77,7 +77,7 @@ func (e *Env) start() {
 	e.srv = httptest.NewServer(app.Handler())
 	e.URL = e.srv.URL
 	// Certificates carry this server's OCSP and CRL URLs.
-	app.Svc.PublicURL = e.URL
+	app.SetPublicURL(e.URL)
 }
 
 // Stop stops the server and closes the app.

@@ -32,7 +32,8 @@
 // silently ignores a delta whose IDP differs (a delta naming its own URL
 // would never be applied). Verifiers such as OpenSSL use a CRL with an
 // IDP distribution point only for certificates whose CRL distribution
-// points name the same URL; certificates must therefore carry [FullURL].
+// points name the same URL; certificates, CA certificates signed by an
+// intermediate included, must therefore carry their issuer's [FullURL].
 // Self-signed CAs (roots) get no IDP: nothing names a root's own CRL in a
 // CRL distribution point, and "openssl verify -crl_check_all" checks the
 // root against its own CRL, which a scoped CRL never covers ("different
@@ -50,7 +51,8 @@
 // When it reads the revoked set, a full CRL therefore takes the database
 // time, pulls it back to the start of the oldest client transaction then
 // in progress in the database, and subtracts [ClockSkew]. Every
-// revocation stamped before that watermark was visible to the read. The
+// revocation stamped before that watermark was visible to the read, as
+// long as the replicas' clocks are within ClockSkew of the database's. The
 // first deltas after a full CRL may repeat the revocations of the few
 // seconds before it, which RFC 5280 permits.
 //
@@ -137,8 +139,11 @@ type CRL struct {
 	DER        []byte
 	ThisUpdate time.Time
 	NextUpdate time.Time
-	// CoversUntil is the watermark of the read: every revocation stamped
-	// before it is on this CRL (for a delta, together with its base).
+	// CoversUntil: for a full CRL, the watermark of its read: every
+	// revocation stamped before it is on the CRL, and its deltas list
+	// what was revoked after it. For a delta, the later of its watermark
+	// and the newest revocation it lists; Refresh issues a new delta when
+	// something was revoked after it.
 	CoversUntil time.Time
 }
 
@@ -242,3 +247,7 @@ func checkBaseURL(base string) error {
 	}
 	return nil
 }
+
+// SetBaseURL sets the URL prefix CRLs are published under (it must equal
+// the prefix of the CRL distribution points in issued certificates).
+func (s *Service) SetBaseURL(u string) { s.BaseURL = u }

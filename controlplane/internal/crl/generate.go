@@ -49,8 +49,9 @@ type state struct {
 //     delta request, also a delta when there is none, it has expired or is
 //     not on the latest full CRL.
 //
-// When a delta would hold more than MaxDeltaEntries entries, OnRevoked and
-// Refresh make a full CRL and an empty delta instead (see regenerate).
+// When more than MaxDeltaEntries certificates were revoked since the base,
+// OnRevoked and Refresh make a full CRL and a delta on it instead (see
+// generateDelta).
 func plan(tr trigger, now time.Time, st state, validity, deltaValidity time.Duration, wantDelta bool) (full, delta bool) {
 	fullDue := st.full == nil || st.full.nextUpdate.Sub(now) <= validity/4
 	deltaStale := st.delta == nil || st.full == nil || st.delta.base != st.full.number

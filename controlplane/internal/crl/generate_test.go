@@ -78,6 +78,7 @@ func planUses(t *testing.T, pool *pgxpool.Pool, noSeqScan bool, sql string, args
 // TestFull100k: 100,000 revoked certificates in one CRL, generated and
 // checked end to end; then a delta that holds only the next revocation.
 func TestFull100k(t *testing.T) {
+	t.Parallel()
 	const revoked, expired, active = 100_000, 1_000, 5_000
 	e := newEnv(t, nil)
 	root := e.caByRole(t, "bootstrap_root")
@@ -236,6 +237,7 @@ func TestFull100k(t *testing.T) {
 // TestOnRevoked: a delta per revocation, a full CRL when the delta would
 // be too big or there is no base, and a revoked CA on its parent's CRL.
 func TestOnRevoked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	e.svc.MaxDeltaEntries = 5
 	root, rootCert := e.createCA(t, "or-root", nil)
@@ -327,6 +329,7 @@ func TestOnRevoked(t *testing.T) {
 // TestNoKey: a CA imported without its key has no CRL; unknown CAs are
 // ErrNotFound.
 func TestNoKey(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	p := testpki.NewT(t, testpki.WithClock(time.Now))
 	ext, err := e.App.Svc.ImportCA(e.ctx, "test", "external", p.Root("External Root").Cert, nil)

@@ -45,6 +45,7 @@ func writePEM(t *testing.T, path, typ string, ders ...[]byte) string {
 // root's CRL too) and -use_deltas with a delta holding a revocation its
 // base does not have.
 func TestOpenSSLVerify(t *testing.T) {
+	t.Parallel()
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Fatalf("openssl is required for this test: %v", err)
@@ -83,12 +84,27 @@ func TestOpenSSLVerify(t *testing.T) {
 	if s := entrySerials(mustParseCRL(t, interDelta)); s[hexSerial(late.SerialNumber)].SerialNumber == nil {
 		t.Fatalf("delta crl: want the late revocation, got %v", s)
 	}
+	// Negative control: the same delta with the delta URL as its IDP,
+	// which differs from the base's. OpenSSL does not apply it.
+	dl := mustParseCRL(t, interDelta)
+	signer, err := e.App.Keys.Load(e.ctx, *inter.KeyRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongDelta, err := build(&template{
+		issuer: interCert, signer: signer, number: dl.Number.Int64() + 100, thisUpdate: dl.ThisUpdate, nextUpdate: dl.NextUpdate,
+		idpURL: DeltaURL(e.svc.BaseURL, inter.ID), baseNumber: mustParseCRL(t, interCRL).Number.Int64(), entries: dl.RevokedCertificateEntries,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := map[string]string{
-		"root":  writePEM(t, filepath.Join(dir, "root.pem"), "CERTIFICATE", rootCert.Raw),
-		"inter": writePEM(t, filepath.Join(dir, "inter.pem"), "CERTIFICATE", interCert.Raw),
-		"good":  writePEM(t, filepath.Join(dir, "good.pem"), "CERTIFICATE", good.Raw),
-		"early": writePEM(t, filepath.Join(dir, "early.pem"), "CERTIFICATE", early.Raw),
-		"late":  writePEM(t, filepath.Join(dir, "late.pem"), "CERTIFICATE", late.Raw),
+		"chain-crls-wrong-delta": writePEM(t, filepath.Join(dir, "chain-crls-wrong-delta.pem"), "X509 CRL", rootCRL, interCRL, wrongDelta),
+		"root":                   writePEM(t, filepath.Join(dir, "root.pem"), "CERTIFICATE", rootCert.Raw),
+		"inter":                  writePEM(t, filepath.Join(dir, "inter.pem"), "CERTIFICATE", interCert.Raw),
+		"good":                   writePEM(t, filepath.Join(dir, "good.pem"), "CERTIFICATE", good.Raw),
+		"early":                  writePEM(t, filepath.Join(dir, "early.pem"), "CERTIFICATE", early.Raw),
+		"late":                   writePEM(t, filepath.Join(dir, "late.pem"), "CERTIFICATE", late.Raw),
 		// CRL sets
 		"inter-crl":        writePEM(t, filepath.Join(dir, "inter-crl.pem"), "X509 CRL", interCRL),
 		"chain-crls":       writePEM(t, filepath.Join(dir, "chain-crls.pem"), "X509 CRL", rootCRL, interCRL),
@@ -132,6 +148,7 @@ func TestOpenSSLVerify(t *testing.T) {
 		{"use_deltas: delta has the late revocation", "late", "chain-crls-delta", []string{"-crl_check_all", "-use_deltas"}, false, "certificate revoked"},
 		{"use_deltas good", "good", "chain-crls-delta", []string{"-crl_check_all", "-use_deltas"}, true, "OK"},
 		{"use_deltas revoked in the base", "early", "chain-crls-delta", []string{"-crl_check_all", "-use_deltas"}, false, "certificate revoked"},
+		{"a delta whose IDP differs from the base's is ignored", "late", "chain-crls-wrong-delta", []string{"-crl_check_all", "-use_deltas"}, true, "OK"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"verify"}, tc.flags...)

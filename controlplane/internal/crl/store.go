@@ -45,9 +45,9 @@ func lockCA(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
 }
 
 // Revoked rows of one issuer: certificates, and CA certificates it
-// signed. Both halves filter on status = 'revoked', the predicate of the
-// partial indexes' (certificates_revoked on (issuer_id, revoked_at));
-// $2 drops entries whose certificate expired before it.
+// signed. status = 'revoked' is the predicate of the partial index
+// certificates_revoked (issuer_id, revoked_at); cas rows come through
+// cas_parent. $2 drops entries whose certificate expired before it.
 const (
 	sqlFullEntries = `SELECT serial, revoked_at, revocation_reason FROM certificates
 		WHERE issuer_id = $1 AND status = 'revoked' AND not_after > $2
@@ -206,22 +206,27 @@ func (s *Service) forgetSigner(keyRef string) {
 	s.mu.Unlock()
 }
 
-// readEntries runs sqlFullEntries or sqlDeltaEntries.
-func (s *Service) readEntries(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]x509.RevocationListEntry, error) {
+// readEntries runs sqlFullEntries or sqlDeltaEntries. It returns the
+// entries and the latest revocation time among them (zero if none).
+func (s *Service) readEntries(ctx context.Context, tx pgx.Tx, sql string, args ...any) ([]x509.RevocationListEntry, time.Time, error) {
 	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("reading revoked certificates: %w", err)
+		return nil, time.Time{}, fmt.Errorf("reading revoked certificates: %w", err)
 	}
 	defer rows.Close()
 	var (
 		out    []x509.RevocationListEntry
+		latest time.Time
 		serial string
 		at     time.Time
 		reason *int32
 	)
 	for rows.Next() {
 		if err := rows.Scan(&serial, &at, &reason); err != nil {
-			return nil, fmt.Errorf("reading revoked certificates: %w", err)
+			return nil, time.Time{}, fmt.Errorf("reading revoked certificates: %w", err)
+		}
+		if at.After(latest) {
+			latest = at
 		}
 		e, err := entryFor(serial, at, reason)
 		if err != nil {
@@ -233,9 +238,9 @@ func (s *Service) readEntries(ctx context.Context, tx pgx.Tx, sql string, args .
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading revoked certificates: %w", err)
+		return nil, time.Time{}, fmt.Errorf("reading revoked certificates: %w", err)
 	}
-	return out, nil
+	return out, latest, nil
 }
 
 // store signs t, inserts the CRL and prunes older ones of its kind.
@@ -295,7 +300,7 @@ func (s *Service) generateFull(ctx context.Context, tx pgx.Tx, ik *issuerKey, no
 	if err != nil {
 		return nil, err
 	}
-	entries, err := s.readEntries(ctx, tx, sqlFullEntries, ik.ca.ID, now.Add(-s.retention()))
+	entries, _, err := s.readEntries(ctx, tx, sqlFullEntries, ik.ca.ID, now.Add(-s.retention()))
 	if err != nil {
 		return nil, err
 	}
@@ -338,9 +343,16 @@ func (s *Service) generateDelta(ctx context.Context, tx pgx.Tx, ik *issuerKey, b
 	if err != nil {
 		return nil, err
 	}
-	entries, err := s.readEntries(ctx, tx, sqlDeltaEntries, ik.ca.ID, now.Add(-s.retention()), base.coversUntil)
+	entries, latest, err := s.readEntries(ctx, tx, sqlDeltaEntries, ik.ca.ID, now.Add(-s.retention()), base.coversUntil)
 	if err != nil {
 		return nil, err
+	}
+	// A delta's covers_until only tells Refresh whether something was
+	// revoked since (see plan); it includes what the delta lists, so that
+	// a revocation stamped ahead of the database's clock does not look
+	// new again and again. Deltas read from their base's watermark.
+	if latest.After(covers) {
+		covers = latest
 	}
 	t := &template{
 		issuer: ik.cert, signer: ik.signer, number: num, thisUpdate: now, nextUpdate: now.Add(s.deltaValidity()),
