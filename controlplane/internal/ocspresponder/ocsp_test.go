@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -303,5 +304,66 @@ func TestRevocationVisibleWithinSeconds(t *testing.T) {
 			t.Fatal("revocation not visible in OCSP within 5 s")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestOpenSSLOverGET: openssl builds the request and checks the answer;
+// the request travels by GET (openssl's client only POSTs): standard
+// base64, URL-encoded, as RFC 6960 A.1 says.
+func TestOpenSSLOverGET(t *testing.T) {
+	f := setup(t)
+	tests := []struct {
+		name   string
+		target []string
+		nonce  bool
+		want   string
+	}{
+		{"good without nonce", []string{"-cert", "good.pem"}, false, "Cert Status: good"},
+		{"good with nonce", []string{"-cert", "good.pem"}, true, "Cert Status: good"},
+		{"revoked without nonce", []string{"-cert", "revoked.pem"}, false, "Cert Status: revoked"},
+		{"revoked with nonce", []string{"-cert", "revoked.pem"}, true, "Cert Status: revoked"},
+		{"unknown with nonce", []string{"-serial", "0x7fffffffffffffff1234"}, true, "Cert Status: unknown"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reqFile := filepath.Join(f.dir, fmt.Sprintf("req%d.der", i))
+			respFile := filepath.Join(f.dir, fmt.Sprintf("resp%d.der", i))
+			args := append([]string{"ocsp", "-issuer", f.interFile}, tt.target...)
+			if !tt.nonce {
+				args = append(args, "-no_nonce")
+			}
+			args = append(args, "-reqout", reqFile)
+			cmd := exec.Command("openssl", args...)
+			cmd.Dir = f.dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("openssl %v: %v\n%s", args, err, out)
+			}
+			req, err := os.ReadFile(reqFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			der := body(t, f.get(t, req, nil))
+			if err := os.WriteFile(respFile, der, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// -reqin lets openssl compare the nonce of its own request with
+			// the response's (naming the certificate again would make it
+			// build a new request with a new nonce).
+			check := []string{"ocsp", "-reqin", reqFile, "-respin", respFile, "-issuer", f.interFile, "-CAfile", f.chainFile, "-resp_text"}
+			cmd = exec.Command("openssl", check...)
+			cmd.Dir = f.dir
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("openssl %v: %v\n%s", check, err, out)
+			}
+			for _, w := range []string{tt.want, "Response verify OK"} {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("openssl output lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.nonce && strings.Contains(string(out), "WARNING: no nonce") {
+				t.Errorf("nonce not echoed over GET:\n%s", out)
+			}
+		})
 	}
 }
