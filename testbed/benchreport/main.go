@@ -200,7 +200,7 @@ func render(res []result, env map[string]string, cmd string, now time.Time) stri
 		b.WriteString("\n")
 	}
 
-	b.WriteString("## All results\n\n| package | benchmark | ops/s | ns/op | iterations |\n| --- | --- | ---: | ---: | ---: |\n")
+	b.WriteString("## All results\n\n| package | benchmark | ops/s | ns/op | iterations | other metrics |\n| --- | --- | ---: | ---: | ---: | --- |\n")
 	sorted := append([]result(nil), res...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		if sorted[i].Pkg != sorted[j].Pkg {
@@ -209,7 +209,7 @@ func render(res []result, env map[string]string, cmd string, now time.Time) stri
 		return sorted[i].Name < sorted[j].Name
 	})
 	for _, r := range sorted {
-		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %d |\n", strings.TrimPrefix(r.Pkg, "github.com/outpost-pki/outpost/"), r.Name, fmtOps(r.OpsPerSec()), r.NsPerOp, r.N)
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %d | %s |\n", strings.TrimPrefix(r.Pkg, "github.com/outpost-pki/outpost/"), r.Name, fmtOps(r.OpsPerSec()), r.NsPerOp, r.N, metricsOf(r))
 	}
 	return b.String()
 }
@@ -253,4 +253,19 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// metricsOf lists a result's extra metrics (custom ones and -benchmem's),
+// sorted by unit.
+func metricsOf(r result) string {
+	units := make([]string, 0, len(r.Metrics))
+	for u := range r.Metrics {
+		units = append(units, u)
+	}
+	sort.Strings(units)
+	parts := make([]string, 0, len(units))
+	for _, u := range units {
+		parts = append(parts, strconv.FormatFloat(r.Metrics[u], 'f', -1, 64)+" "+u)
+	}
+	return strings.Join(parts, ", ")
 }
