@@ -28,7 +28,7 @@ type fixture struct {
 	e                   *cptest.Env
 	dir                 string
 	root, inter         *x509.Certificate
-	interID             string
+	interID, rootID     string
 	good, revoked       *x509.Certificate
 	rootFile, interFile string
 	chainFile           string
@@ -55,7 +55,7 @@ func setup(t *testing.T) *fixture {
 	var root, inter apitypes.CA
 	e.MustDo("POST", "/api/v1/cas", e.AdminToken, apitypes.CreateCARequest{Name: "ocsp-root", CommonName: "OCSP Test Root"}, &root, 201)
 	e.MustDo("POST", "/api/v1/cas", e.AdminToken, apitypes.CreateCARequest{Name: "ocsp-issuing", CommonName: "OCSP Test Issuing", ParentID: root.ID}, &inter, 201)
-	f.root, f.inter, f.interID = parse(t, root.CertPEM), parse(t, inter.CertPEM), inter.ID
+	f.root, f.inter, f.interID, f.rootID = parse(t, root.CertPEM), parse(t, inter.CertPEM), inter.ID, root.ID
 	issue := func(cn string) *x509.Certificate {
 		csr, _, err := testpki.CSR(cn)
 		if err != nil {

@@ -147,6 +147,12 @@ func (r *Responder) Respond(ctx context.Context, der []byte) Answer {
 		}
 	}
 	a, err := r.sign(ctx, ca, req.SerialNumber, serial, req.HashAlgorithm, req.nonce)
+	if errors.Is(err, errNeedsDelegation) {
+		// An edge CA whose responder certificate expired and was not yet
+		// renewed by its gateway.
+		r.log().Warn("ocsp: edge CA responder certificate missing or expired; waiting for the gateway", "ca_id", ca.id)
+		return Answer{DER: ocsp.TryLaterErrorResponse}
+	}
 	if err != nil {
 		r.log().Error("ocsp: signing", "ca_id", ca.id, "serial", serial, "err", err)
 		return Answer{DER: ocsp.InternalErrorErrorResponse}
@@ -179,7 +185,9 @@ func (r *Responder) findCA(ctx context.Context, req *request) (*caEntry, error) 
 }
 
 func (r *Responder) loadCAs(ctx context.Context) error {
-	rows, err := r.Reg.Pool().Query(ctx, `SELECT id, cert_der FROM cas WHERE key_ref IS NOT NULL`)
+	// CAs we hold keys for, and CAs (edge CAs) that delegated a responder
+	// whose key we hold.
+	rows, err := r.Reg.Pool().Query(ctx, `SELECT id, cert_der FROM cas WHERE key_ref IS NOT NULL OR id IN (SELECT ca_id FROM ocsp_responders)`)
 	if err != nil {
 		return err
 	}
@@ -346,6 +354,10 @@ func (r *Responder) sign(ctx context.Context, ca *caEntry, serialNum *big.Int, s
 	return a, nil
 }
 
+// errNeedsDelegation: the CA's key is elsewhere (an edge CA) and its
+// delegated responder certificate is missing or expiring.
+var errNeedsDelegation = errors.New("ocsp: the CA's responder certificate must be signed by the CA's holder")
+
 // responderLock namespaces the advisory locks of this package ("OCSPRESP").
 const responderLock int64 = 0x4f43535052455350
 
@@ -380,14 +392,17 @@ func (r *Responder) responder(ctx context.Context, ca *caEntry) (*responderKey, 
 		}
 		var keyRef string
 		var der []byte
+		var current *responderKey // a still-valid responder, even if due for renewal
 		err := tx.QueryRow(ctx, `SELECT key_ref, cert_der FROM ocsp_responders WHERE ca_id = $1`, ca.id).Scan(&keyRef, &der)
 		if err == nil {
 			cert, perr := x509.ParseCertificate(der)
-			if perr == nil && cert.NotAfter.Sub(now) > life/3 {
-				signer, lerr := r.Keys.Load(ctx, keyRef)
-				if lerr == nil {
-					rk = &responderKey{cert: cert, signer: signer}
-					return nil
+			if perr == nil && now.Before(cert.NotAfter) {
+				if signer, lerr := r.Keys.Load(ctx, keyRef); lerr == nil {
+					current = &responderKey{cert: cert, signer: signer}
+					if cert.NotAfter.Sub(now) > life/3 {
+						rk = current
+						return nil
+					}
 				}
 			}
 		} else if !errors.Is(err, pgx.ErrNoRows) {
@@ -396,7 +411,14 @@ func (r *Responder) responder(ctx context.Context, ca *caEntry) (*responderKey, 
 		// Issue a new responder with a fresh key.
 		var caKeyRef *string
 		if err := tx.QueryRow(ctx, `SELECT key_ref FROM cas WHERE id = $1`, ca.id).Scan(&caKeyRef); err != nil || caKeyRef == nil {
-			return fmt.Errorf("ca %s has no key for its OCSP responder", ca.id)
+			if current != nil {
+				// An edge CA: keep answering with the current responder
+				// until its gateway signs the next one.
+				r.log().Warn("ocsp: edge CA responder certificate due for renewal", "ca_id", ca.id, "not_after", current.cert.NotAfter)
+				rk = current
+				return nil
+			}
+			return errNeedsDelegation
 		}
 		caKey, err := r.Keys.Load(ctx, *caKeyRef)
 		if err != nil {
