@@ -25,22 +25,24 @@ type CA struct {
 	RevokedAt        *time.Time
 	RevocationReason *int
 	CreatedAt        time.Time
+	// DMSID is the DMS holding an edge CA's key.
+	DMSID *uuid.UUID
 }
 
-const caColumns = `id, name, parent_id, kind, role, key_ref, status, subject, serial, not_before, not_after, cert_der, revoked_at, revocation_reason, created_at`
+const caColumns = `id, name, parent_id, kind, role, key_ref, status, subject, serial, not_before, not_after, cert_der, revoked_at, revocation_reason, created_at, dms_id`
 
 func scanCA(row interface{ Scan(...any) error }) (*CA, error) {
 	var c CA
 	err := row.Scan(&c.ID, &c.Name, &c.ParentID, &c.Kind, &c.Role, &c.KeyRef, &c.Status, &c.Subject, &c.Serial,
-		&c.NotBefore, &c.NotAfter, &c.CertDER, &c.RevokedAt, &c.RevocationReason, &c.CreatedAt)
+		&c.NotBefore, &c.NotAfter, &c.CertDER, &c.RevokedAt, &c.RevocationReason, &c.CreatedAt, &c.DMSID)
 	return &c, err
 }
 
 // InsertCA stores a CA. ErrConflict if its name or role is taken.
 func (q *Queries) InsertCA(ctx context.Context, c *CA) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO cas (id, name, parent_id, kind, role, key_ref, status, subject, serial, not_before, not_after, cert_der)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
-		c.ID, c.Name, c.ParentID, c.Kind, c.Role, c.KeyRef, c.Status, c.Subject, c.Serial, c.NotBefore, c.NotAfter, c.CertDER)
+	_, err := q.db.Exec(ctx, `INSERT INTO cas (id, name, parent_id, kind, role, key_ref, status, subject, serial, not_before, not_after, cert_der, dms_id)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)`,
+		c.ID, c.Name, c.ParentID, c.Kind, c.Role, c.KeyRef, c.Status, c.Subject, c.Serial, c.NotBefore, c.NotAfter, c.CertDER, c.DMSID)
 	return mapErr(err, "ca "+c.Name)
 }
 
