@@ -47,6 +47,12 @@ type MosquittoOptions struct {
 	RequireClientCert bool
 	// Config holds extra mosquitto.conf lines appended to the listener.
 	Config string
+	// ExtraClientCAs (PEM) are trusted for client certificates besides CA
+	// (for instance the control plane's DMS manager CA).
+	ExtraClientCAs []byte
+	// Persistent keeps sessions and queued QoS 1 messages on disk across
+	// Restart.
+	Persistent bool
 }
 
 // NewMosquitto starts a broker for t and stops it when t ends.
@@ -105,7 +111,7 @@ func (m *Mosquitto) writeTLSFiles() error {
 	if m.certFile, m.keyFile, err = leaf.WriteFiles(m.dir); err != nil {
 		return fmt.Errorf("mosquitto: writing server certificate: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(m.dir, "ca.pem"), m.CA.CertPEM(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(m.dir, "ca.pem"), append(m.CA.CertPEM(), m.opts.ExtraClientCAs...), 0o644); err != nil {
 		return fmt.Errorf("mosquitto: writing CA: %w", err)
 	}
 	return nil
@@ -120,7 +126,12 @@ func (m *Mosquitto) config() string {
 	} else if u, err := user.Current(); err == nil {
 		fmt.Fprintf(&b, "user %s\n", u.Username)
 	}
-	b.WriteString("persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\n")
+	if m.opts.Persistent {
+		fmt.Fprintf(&b, "persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
+	} else {
+		b.WriteString("persistence false\n")
+	}
+	b.WriteString("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\n")
 	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", m.port)
 	if m.opts.TLS {
 		fmt.Fprintf(&b, "cafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2\n",
@@ -150,6 +161,26 @@ func (m *Mosquitto) start(ctx context.Context) error {
 	if err := os.WriteFile(conf, []byte(m.config()), 0o600); err != nil {
 		return fmt.Errorf("mosquitto: writing config: %w", err)
 	}
+	proc, err := startTCPService(procSpec{
+		name:    "mosquitto",
+		argv:    []string{m.bin, "-c", conf},
+		dir:     m.dir,
+		logPath: filepath.Join(m.dir, "mosquitto.log"),
+	}, m.Addr())
+	if err != nil {
+		return err
+	}
+	m.proc = proc
+	return nil
+}
+
+// Restart stops the broker and starts it again on the same port (with
+// Persistent, sessions and queued messages survive).
+func (m *Mosquitto) Restart(ctx context.Context) error {
+	if err := m.proc.stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		return err
+	}
+	conf := filepath.Join(m.dir, "mosquitto.conf")
 	proc, err := startTCPService(procSpec{
 		name:    "mosquitto",
 		argv:    []string{m.bin, "-c", conf},

@@ -1,0 +1,13 @@
+package syncproto
+
+// ProtocolVersion is the sync protocol version this code speaks, stamped
+// into Envelope.protocol_version by senders and Heartbeat.protocol_version
+// by agents. A receiver accepts versions 1..ProtocolVersion and rejects
+// newer ones with ErrUnsupportedVersion (see proto/README.md: upgrade the
+// control plane first).
+//
+// Bump it whenever the messages change (a field, a payload kind, an
+// accepted enumeration value, a validation rule), with one dated line here:
+//
+//   - 1 (2026-11-22): first version: envelope, up records, down updates, acks, heartbeat
+const ProtocolVersion uint32 = 1
