@@ -1,12 +1,235 @@
 // Package agentcmd holds the subcommands of outpost-agent.
 package agentcmd
 
-import "github.com/outpost-pki/outpost/internal/cli"
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/outpost-pki/outpost/agent/internal/agent"
+	"github.com/outpost-pki/outpost/agent/internal/agentconfig"
+	"github.com/outpost-pki/outpost/internal/cli"
+)
+
+// DefaultConfigPath is where the packaged config lives.
+const DefaultConfigPath = "/etc/outpost-agent/config.yaml"
 
 // App returns the outpost-agent command line.
 func App() cli.App {
 	return cli.App{
 		Name:    "outpost-agent",
 		Summary: "edge registration authority: EST for local devices, keys in TPM/HSM, offline issuance, MQTT sync",
+		Commands: []cli.Command{
+			{Name: "bootstrap", Summary: "get the DMS identity with a one-time token from the control plane", Run: bootstrap},
+			{Name: "run", Summary: "run the agent (sync link, admin endpoints)", Run: run},
+			{Name: "status", Summary: "show online state, queue depth, identity expiry, last sync", Run: status},
+			{Name: "queue", Summary: "list records waiting to reach the control plane", Run: queue},
+			{Name: "selftest", Summary: "send test records through the sync link (--records N)", Run: selftest},
+		},
 	}
+}
+
+type common struct {
+	fs     *flag.FlagSet
+	config *string
+}
+
+func newFlags(name string, stderr io.Writer) common {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return common{fs: fs, config: fs.String("config", DefaultConfigPath, "configuration `file`")}
+}
+
+func (c common) parse(args []string) (*agentconfig.Config, error) {
+	if err := c.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", cli.ErrUsage, err)
+	}
+	if c.fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", cli.ErrUsage, c.fs.Arg(0))
+	}
+	return agentconfig.Load(*c.config, os.Getenv)
+}
+
+func logger(cfg *agentconfig.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func bootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("bootstrap", stderr)
+	token := c.fs.String("token", "", "one-time bootstrap `token` from the control plane (or env OUTPOST_BOOTSTRAP_TOKEN)")
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if *token == "" {
+		*token = os.Getenv("OUTPOST_BOOTSTRAP_TOKEN")
+	}
+	if *token == "" {
+		return fmt.Errorf("%w: --token is required", cli.ErrUsage)
+	}
+	ks, err := agent.OpenKeystore(cfg)
+	if err != nil {
+		return err
+	}
+	defer ks.Close()
+	client := &http.Client{Timeout: 30 * time.Second}
+	if cfg.ControlPlaneCAFile != "" {
+		b, err := os.ReadFile(cfg.ControlPlaneCAFile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return errors.New("control_plane_ca_file holds no PEM certificates")
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	id, err := agent.Bootstrap(ctx, cfg, ks, *token, client)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "bootstrapped DMS %s; identity valid until %s (key in the %s key store)\n", id.DMSID, id.Cert.NotAfter.UTC().Format(time.RFC3339), cfg.Keystore.Backend)
+	return nil
+}
+
+func run(ctx context.Context, args []string, _, stderr io.Writer) error {
+	c := newFlags("run", stderr)
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	return agent.Run(ctx, cfg, logger(cfg, stderr), nil)
+}
+
+// adminGet asks the running agent; ok is false when it is not running.
+func adminGet(cfg *agentconfig.Config, method, path string, v any) (bool, error) {
+	req, err := http.NewRequest(method, "http://"+cfg.AdminAddr+path, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return false, nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return true, fmt.Errorf("agent answered %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if v == nil {
+		return true, nil
+	}
+	return true, json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(v)
+}
+
+func status(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("status", stderr)
+	asJSON := c.fs.Bool("json", false, "print JSON")
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	var s agent.Status
+	running, err := adminGet(cfg, "GET", "/status", &s)
+	if err != nil {
+		return err
+	}
+	if !running {
+		// Not running: read what is on disk.
+		ks, err := agent.OpenKeystore(cfg)
+		if err != nil {
+			return err
+		}
+		defer ks.Close()
+		id, err := agent.LoadIdentity(ctx, cfg, ks)
+		if err != nil {
+			return err
+		}
+		st, err := agent.OpenStore(cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		depth, _ := st.Depth()
+		s = agent.Status{DMSID: id.DMSID, QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter}
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(s)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "DMS\t%s\n", s.DMSID)
+	fmt.Fprintf(tw, "running\t%v\n", running)
+	fmt.Fprintf(tw, "online\t%v\n", s.Online)
+	fmt.Fprintf(tw, "queue depth\t%d\n", s.QueueDepth)
+	fmt.Fprintf(tw, "identity expires\t%s (in %s)\n", s.IdentityNotAfter.UTC().Format(time.RFC3339), time.Until(s.IdentityNotAfter).Round(time.Hour))
+	if !s.LastSync.IsZero() {
+		fmt.Fprintf(tw, "last sync\t%s\n", s.LastSync.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func queue(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("queue", stderr)
+	limit := c.fs.Int("limit", 100, "how many records to list")
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	var items []agent.QueueItem
+	running, err := adminGet(cfg, "GET", fmt.Sprintf("/queue?limit=%d", *limit), &items)
+	if err != nil {
+		return err
+	}
+	if !running {
+		return errors.New("the agent is not running; start it (the store is locked while it runs, and read through it)")
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RECORD\tKIND\tDEVICE")
+	for _, it := range items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", it.ID, it.Kind, it.DeviceID)
+	}
+	return tw.Flush()
+}
+
+func selftest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("selftest", stderr)
+	n := c.fs.Int("records", 1, "how many test records to send")
+	prefix := c.fs.String("prefix", "", "record id prefix (default: random)")
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	running, err := adminGet(cfg, "POST", fmt.Sprintf("/selftest?records=%d&prefix=%s", *n, url.QueryEscape(*prefix)), nil)
+	if err != nil {
+		return err
+	}
+	if !running {
+		st, err := agent.OpenStore(cfg)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if err := agent.EnqueueSelftest(ctx, st, *prefix, *n); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "enqueued %d test records\n", *n)
+	return nil
 }

@@ -43,7 +43,8 @@ var ErrUnknownDMS = errors.New("sync: unknown or inactive DMS")
 // Apply applies one up message from dmsID (the DMS of the topic and of
 // the sender's identity) and returns the down message to send back: the
 // acks of every record now durably applied (new or seen before) and the
-// rejections. Nothing is acked before the transaction committed.
+// rejections; nil when there is nothing to answer (a heartbeat alone).
+// Nothing is acked before the transaction committed.
 func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelope) (*syncpb.Envelope, error) {
 	up := env.GetUp()
 	if up == nil {
@@ -106,6 +107,9 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 	})
 	if err != nil {
 		return nil, err
+	}
+	if len(ack.RecordIds) == 0 && len(ack.Rejections) == 0 {
+		return nil, nil // a heartbeat alone: nothing to answer
 	}
 	return &syncpb.Envelope{
 		MessageId:       syncproto.NewMessageID(),

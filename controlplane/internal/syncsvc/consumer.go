@@ -130,6 +130,10 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 			ack()
 			return
 		}
+		if err == nil && reply == nil {
+			ack()
+			return
+		}
 		if err == nil {
 			b, merr := syncproto.Marshal(reply)
 			if merr != nil {

@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/outpost-pki/outpost/agent/internal/agentconfig"
+	"github.com/outpost-pki/outpost/agent/internal/store"
+	"github.com/outpost-pki/outpost/agent/internal/syncclient"
+	"github.com/outpost-pki/outpost/internal/buildinfo"
+	"github.com/outpost-pki/outpost/proto/syncpb"
+	"github.com/outpost-pki/outpost/proto/syncproto"
+)
+
+// Status is what `outpost-agent status` shows.
+type Status struct {
+	DMSID            string    `json:"dms_id"`
+	Online           bool      `json:"online"`
+	QueueDepth       int       `json:"queue_depth"`
+	IdentityNotAfter time.Time `json:"identity_not_after"`
+	EdgeCANotAfter   time.Time `json:"edge_ca_not_after,omitzero"`
+	LastSync         time.Time `json:"last_sync,omitzero"`
+	Version          string    `json:"version"`
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg   *agentconfig.Config
+	id    *Identity
+	store *store.Store
+	sync  *syncclient.Client
+	log   *slog.Logger
+}
+
+// OpenStore opens the agent's store in its data directory.
+func OpenStore(cfg *agentconfig.Config) (*store.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	return store.Open(filepath.Join(cfg.DataDir, storeFile), store.Options{})
+}
+
+// Run runs the agent until ctx ends: the sync link and the admin server.
+// ready, if not nil, is called with the admin address once serving.
+func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready func(adminAddr string)) error {
+	ks, err := OpenKeystore(cfg)
+	if err != nil {
+		return fmt.Errorf("opening the key store: %w", err)
+	}
+	defer ks.Close()
+	id, err := LoadIdentity(ctx, cfg, ks)
+	if err != nil {
+		return err
+	}
+	st, err := OpenStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if cfg.Sync.BrokerURL == "" {
+		return errors.New("sync.broker_url is not configured")
+	}
+	tlsCfg, err := brokerTLS(cfg, id)
+	if err != nil {
+		return err
+	}
+	a := &Agent{cfg: cfg, id: id, store: st, log: log}
+	a.sync = &syncclient.Client{Store: st, DMSID: id.DMSID, BrokerURL: cfg.Sync.BrokerURL, TLS: tlsCfg, Batch: cfg.Sync.BatchSize,
+		AgentVersion: buildinfo.Version, Heartbeat: time.Duration(cfg.Sync.Heartbeat), Log: log}
+
+	ln, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener on %s: %w", cfg.AdminAddr, err)
+	}
+	srv := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	log.Info("agent running", "dms_id", id.DMSID, "admin_addr", ln.Addr().String(), "broker", cfg.Sync.BrokerURL)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	return a.sync.Run(ctx)
+}
+
+func brokerTLS(cfg *agentconfig.Config, id *Identity) (*tls.Config, error) {
+	roots := id.Roots()
+	if cfg.Sync.BrokerCAFile != "" {
+		b, err := os.ReadFile(cfg.Sync.BrokerCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("sync.broker_ca_file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(b) {
+			return nil, errors.New("sync.broker_ca_file: no PEM certificates")
+		}
+	}
+	u, err := url.Parse(cfg.Sync.BrokerURL)
+	if err != nil {
+		return nil, fmt.Errorf("sync.broker_url: %w", err)
+	}
+	name := cfg.Sync.BrokerServerName
+	if name == "" {
+		name = u.Hostname()
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: name, Certificates: []tls.Certificate{id.TLSCertificate()}}, nil
+}
+
+func (a *Agent) status() Status {
+	depth, _ := a.store.Depth()
+	return Status{DMSID: a.id.DMSID, Online: a.sync.Online(), QueueDepth: depth, IdentityNotAfter: a.id.Cert.NotAfter, LastSync: a.sync.LastSync(), Version: buildinfo.Version}
+}
+
+// adminHandler serves /healthz, /readyz, /metrics, /status, /queue and
+// /selftest on the local admin address.
+func (a *Agent) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := a.store.Depth(); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.status())
+	})
+	mux.HandleFunc("GET /queue", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		if n <= 0 || n > 1000 {
+			n = 100
+		}
+		recs, err := a.store.Peek(n)
+		if err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(queueView(recs))
+	})
+	mux.HandleFunc("POST /selftest", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("records"))
+		if err != nil || n < 1 || n > 1_000_000 {
+			http.Error(w, "records must be 1..1000000", http.StatusBadRequest)
+			return
+		}
+		if err := EnqueueSelftest(r.Context(), a.store, r.URL.Query().Get("prefix"), n); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		a.sync.Kick()
+		_, _ = w.Write([]byte("enqueued\n"))
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		s := a.status()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		online := 0
+		if s.Online {
+			online = 1
+		}
+		fmt.Fprintf(w, "# HELP outpost_agent_online 1 when the broker connection is up.\n# TYPE outpost_agent_online gauge\noutpost_agent_online %d\n", online)
+		fmt.Fprintf(w, "# HELP outpost_agent_outbox_depth Records waiting to reach the control plane.\n# TYPE outpost_agent_outbox_depth gauge\noutpost_agent_outbox_depth %d\n", s.QueueDepth)
+		fmt.Fprintf(w, "# HELP outpost_agent_identity_not_after_seconds Expiry of the DMS identity certificate.\n# TYPE outpost_agent_identity_not_after_seconds gauge\noutpost_agent_identity_not_after_seconds %d\n", s.IdentityNotAfter.Unix())
+		if !s.LastSync.IsZero() {
+			fmt.Fprintf(w, "# HELP outpost_agent_last_sync_seconds Last message from the control plane.\n# TYPE outpost_agent_last_sync_seconds gauge\noutpost_agent_last_sync_seconds %d\n", s.LastSync.Unix())
+		}
+	})
+	return mux
+}
+
+// QueueItem is one pending outbox record as `outpost-agent queue` shows it.
+type QueueItem struct {
+	ID       string `json:"id"`
+	DeviceID string `json:"device_id,omitempty"`
+	Kind     string `json:"kind"`
+}
+
+func queueView(recs []store.OutboxRecord) []QueueItem {
+	out := []QueueItem{}
+	for _, r := range recs {
+		var rec syncpb.Record
+		kind := "unreadable"
+		if proto.Unmarshal(r.Payload, &rec) == nil {
+			kind = fmt.Sprintf("%T", rec.GetPayload())
+			if len(kind) > len("*syncpb.Record_") {
+				kind = kind[len("*syncpb.Record_"):]
+			}
+		}
+		out = append(out, QueueItem{ID: r.ID, DeviceID: r.DeviceID, Kind: kind})
+	}
+	return out
+}
+
+// EnqueueSelftest puts n "agent.selftest" event records into the outbox:
+// an end-to-end check of the sync link (and the load of the crash tests).
+func EnqueueSelftest(ctx context.Context, st *store.Store, prefix string, n int) error {
+	if prefix == "" {
+		prefix = "selftest-" + syncproto.NewMessageID()
+	}
+	batch := make([]store.OutboxRecord, 0, 500)
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("%s-%07d", prefix, i)
+		if len(id) > syncproto.MaxIDLength {
+			return fmt.Errorf("selftest prefix too long")
+		}
+		b, err := proto.Marshal(&syncpb.Record{RecordId: id, Payload: &syncpb.Record_Event{Event: &syncpb.Event{Kind: "agent.selftest", AtUnixMs: time.Now().UnixMilli()}}})
+		if err != nil {
+			return err
+		}
+		batch = append(batch, store.OutboxRecord{ID: id, Payload: b})
+		if len(batch) == cap(batch) || i == n-1 {
+			if err := st.EnqueueMany(ctx, batch); err != nil {
+				return err
+			}
+			batch = batch[:0]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,203 @@
+// Package agentconfig is outpost-agent's configuration file: one
+// versioned YAML document; every field has a documented default.
+//
+// Environment overrides: OUTPOST_AGENT_DATA_DIR (data_dir),
+// OUTPOST_BROKER_URL (sync.broker_url), OUTPOST_PKCS11_PIN
+// (keystore.pkcs11.pin), OUTPOST_KEY_PASSPHRASE (keystore.file.passphrase).
+package agentconfig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/outpost-pki/outpost/internal/secret"
+)
+
+// Version is the format version this binary reads.
+const Version = 1
+
+// MaxSize caps the file (a few KiB in practice).
+const MaxSize = 1 << 20
+
+// Config is the agent configuration.
+type Config struct {
+	Version int `yaml:"version"`
+	// DataDir holds the store, the identity certificate and TPM key blobs.
+	// Default /var/lib/outpost-agent.
+	DataDir string `yaml:"data_dir"`
+	// ControlPlaneURL is the control plane API (for bootstrap).
+	ControlPlaneURL string `yaml:"control_plane_url"`
+	// ControlPlaneCAFile verifies the control plane's TLS certificate
+	// (empty: the system roots).
+	ControlPlaneCAFile string   `yaml:"control_plane_ca_file"`
+	Keystore           Keystore `yaml:"keystore"`
+	Sync               Sync     `yaml:"sync"`
+	// AdminAddr serves /healthz, /readyz and /metrics. Default 127.0.0.1:9464.
+	AdminAddr string `yaml:"admin_addr"`
+	// LogLevel: debug, info (default), warn, error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Keystore selects where the DMS identity key lives.
+type Keystore struct {
+	// Backend: tpm (default when /dev/tpmrm0 exists), pkcs11, or file.
+	Backend string `yaml:"backend"`
+	TPM     struct {
+		// Device is the TPM device. Default /dev/tpmrm0.
+		Device string `yaml:"device"`
+		// SwtpmAddr (host:port) uses an swtpm socket instead (tests, demo).
+		SwtpmAddr string `yaml:"swtpm_addr"`
+	} `yaml:"tpm"`
+	PKCS11 struct {
+		Module     string        `yaml:"module"`
+		TokenLabel string        `yaml:"token_label"`
+		PIN        secret.Source `yaml:"pin"`
+	} `yaml:"pkcs11"`
+	File struct {
+		Passphrase secret.Source `yaml:"passphrase"`
+	} `yaml:"file"`
+}
+
+// Sync configures the link to the control plane.
+type Sync struct {
+	// BrokerURL is the MQTT broker, e.g. mqtts://cp.example:8883.
+	BrokerURL string `yaml:"broker_url"`
+	// BrokerCAFile verifies the broker's certificate (default: the CA
+	// chain received at bootstrap).
+	BrokerCAFile string `yaml:"broker_ca_file"`
+	// BrokerServerName overrides the name checked in the broker's
+	// certificate (default: the URL's host).
+	BrokerServerName string `yaml:"broker_server_name"`
+	// Heartbeat interval. Default 30s.
+	Heartbeat Duration `yaml:"heartbeat"`
+	// BatchSize is the most records per message. Default 200.
+	BatchSize int `yaml:"batch_size"`
+}
+
+// Duration is a Go duration string in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses "30s", "5m"...
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 30s or 5m", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load reads, defaults, overrides and validates.
+func Load(path string, env func(string) string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("config %s is larger than %d bytes", path, MaxSize)
+	}
+	return Parse(b, env)
+}
+
+// Parse decodes strictly (unknown fields are errors).
+func Parse(b []byte, env func(string) string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if env == nil {
+		env = os.Getenv
+	}
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/outpost-agent"
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:9464"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Keystore.Backend == "" {
+		c.Keystore.Backend = "file"
+		if _, err := os.Stat("/dev/tpmrm0"); err == nil {
+			c.Keystore.Backend = "tpm"
+		}
+	}
+	if c.Keystore.TPM.Device == "" {
+		c.Keystore.TPM.Device = "/dev/tpmrm0"
+	}
+	if c.Sync.Heartbeat == 0 {
+		c.Sync.Heartbeat = Duration(30 * time.Second)
+	}
+	if c.Sync.BatchSize == 0 {
+		c.Sync.BatchSize = 200
+	}
+	if v := env("OUTPOST_AGENT_DATA_DIR"); v != "" {
+		c.DataDir = v
+	}
+	if v := env("OUTPOST_BROKER_URL"); v != "" {
+		c.Sync.BrokerURL = v
+	}
+	if v := env("OUTPOST_PKCS11_PIN"); v != "" {
+		c.Keystore.PKCS11.PIN = secret.Source{Value: secret.Secret(v)}
+	}
+	if v := env("OUTPOST_KEY_PASSPHRASE"); v != "" {
+		c.Keystore.File.Passphrase = secret.Source{Value: secret.Secret(v)}
+	}
+	return &c, c.Validate()
+}
+
+// Validate reports every problem, each naming its field.
+func (c *Config) Validate() error {
+	var errs []string
+	if c.Version != Version {
+		errs = append(errs, fmt.Sprintf("version: got %d, this binary reads version %d", c.Version, Version))
+	}
+	switch c.Keystore.Backend {
+	case "tpm":
+	case "pkcs11":
+		if c.Keystore.PKCS11.Module == "" || c.Keystore.PKCS11.TokenLabel == "" {
+			errs = append(errs, "keystore.pkcs11: module and token_label are required")
+		}
+		if !c.Keystore.PKCS11.PIN.IsSet() {
+			errs = append(errs, "keystore.pkcs11.pin: required (file, env or OUTPOST_PKCS11_PIN)")
+		}
+	case "file":
+		if !c.Keystore.File.Passphrase.IsSet() {
+			errs = append(errs, "keystore.file.passphrase: required (file, env or OUTPOST_KEY_PASSPHRASE)")
+		}
+	default:
+		errs = append(errs, fmt.Sprintf("keystore.backend: %q is not tpm, pkcs11 or file", c.Keystore.Backend))
+	}
+	if c.Sync.BatchSize < 1 || c.Sync.BatchSize > 500 {
+		errs = append(errs, "sync.batch_size: must be 1..500")
+	}
+	if c.Sync.Heartbeat < Duration(time.Second) {
+		errs = append(errs, "sync.heartbeat: must be at least 1s")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Sprintf("log_level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return errors.New("config:\n  " + strings.Join(errs, "\n  "))
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+package agentconfig
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n"), none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/var/lib/outpost-agent" || c.Sync.BatchSize != 200 || c.AdminAddr != "127.0.0.1:9464" {
+		t.Errorf("defaults: %+v", c)
+	}
+	c, err = Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n"), func(k string) string {
+		return map[string]string{"OUTPOST_AGENT_DATA_DIR": "/d", "OUTPOST_BROKER_URL": "mqtts://b:8883"}[k]
+	})
+	if err != nil || c.DataDir != "/d" || c.Sync.BrokerURL != "mqtts://b:8883" {
+		t.Errorf("env overrides: %+v %v", c, err)
+	}
+	for _, tt := range []struct{ doc, want string }{
+		{"version: 2\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n", "version: got 2"},
+		{"version: 1\nkeystore: {backend: floppy}\n", `keystore.backend: "floppy"`},
+		{"version: 1\nkeystore: {backend: pkcs11}\n", "module and token_label"},
+		{"version: 1\nkeystore: {backend: file}\n", "passphrase: required"},
+		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nsync: {batch_size: 9999}\n", "batch_size"},
+		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nsync: {heartbeat: soon}\n", "not a duration"},
+		{"version: 1\nbogus: 1\n", "field bogus not found"},
+	} {
+		if _, err := Parse([]byte(tt.doc), none); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: got %v, want %q", tt.doc, err, tt.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, func(string) string { return "" })
+		if err == nil && c.Validate() != nil {
+			t.Fatal("accepted an invalid config")
+		}
+	})
+}
