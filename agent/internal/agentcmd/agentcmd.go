@@ -20,6 +20,7 @@ import (
 
 	"github.com/outpost-pki/outpost/agent/internal/agent"
 	"github.com/outpost-pki/outpost/agent/internal/agentconfig"
+	"github.com/outpost-pki/outpost/agent/internal/store"
 	"github.com/outpost-pki/outpost/internal/cli"
 )
 
@@ -216,19 +217,32 @@ func selftest(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	running, err := adminGet(cfg, "POST", fmt.Sprintf("/selftest?records=%d&prefix=%s", *n, url.QueryEscape(*prefix)), nil)
-	if err != nil {
-		return err
-	}
-	if !running {
-		st, err := agent.OpenStore(cfg)
+	path := fmt.Sprintf("/selftest?records=%d&prefix=%s", *n, url.QueryEscape(*prefix))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		running, err := adminGet(cfg, "POST", path, nil)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		if err := agent.EnqueueSelftest(ctx, st, *prefix, *n); err != nil {
+		if running {
+			break
+		}
+		// Not answering: either not running (write the store directly) or
+		// starting (it holds the store: ask it again shortly).
+		st, err := agent.OpenStore(cfg)
+		if errors.Is(err, store.ErrLocked) && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		err = agent.EnqueueSelftest(ctx, st, *prefix, *n)
+		st.Close()
+		if err != nil {
+			return err
+		}
+		break
 	}
 	fmt.Fprintf(stdout, "enqueued %d test records\n", *n)
 	return nil

@@ -263,19 +263,28 @@ func TestCrashRecovery(t *testing.T) {
 	a.run("selftest", "--records", fmt.Sprint(total), "--prefix", "crash")
 	a.start()
 	rng := rand.New(rand.NewPCG(1, 2))
+	midFlight := 0
 	for i := 0; i < 20; i++ {
-		time.Sleep(time.Duration(100+rng.IntN(600)) * time.Millisecond)
+		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
 		a.kill(syscall.SIGKILL)
+		if n := countEvents(t, e, a.dmsID); n > 0 && n < total {
+			midFlight++
+		}
 		switch i {
 		case 7:
 			if err := m.Restart(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 		case 13:
+			// The control plane restarts: consumer, pool, API.
 			stop()
+			e.Restart()
 			stop = startConsumer(t, e, m, "cp-1")
 		}
 		a.start()
+	}
+	if midFlight < 5 {
+		t.Errorf("only %d of 20 kills happened while records were flowing; the test proves too little", midFlight)
 	}
 	waitEvents(t, e, a, total, 3*time.Minute)
 	var distinct int
