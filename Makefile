@@ -37,7 +37,7 @@ CC_ARMV7 ?= arm-linux-gnueabihf-gcc
 # Debian packages the build and the tests need. PostgreSQL 15 is expected
 # at /usr/lib/postgresql/15/bin and installed only when missing.
 DEB_PACKAGES := ca-certificates git make gcc libc6-dev libssl-dev \
-	gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf \
+	gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
 	softhsm2 opensc swtpm swtpm-tools tpm2-tools \
 	mosquitto mosquitto-clients protobuf-compiler chromium busybox curl openssl
 PG_BINDIR := /usr/lib/postgresql/15/bin
