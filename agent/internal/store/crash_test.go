@@ -66,9 +66,6 @@ func TestHelperWriter(t *testing.T) {
 // checks that every record it reported as enqueued survived, and that the
 // file passes the full check after each kill.
 func TestCrashDurability(t *testing.T) {
-	if testing.Short() {
-		t.Log("-short: one kill round only")
-	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rnd := rand.New(rand.NewPCG(seed, seed>>1))
