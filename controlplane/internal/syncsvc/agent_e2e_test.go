@@ -65,6 +65,11 @@ func mosquittoFor(t *testing.T, e *cptest.Env) *testbed.Mosquitto {
 
 // startConsumer runs a sync consumer until the returned stop is called.
 func startConsumer(t *testing.T, e *cptest.Env, m *testbed.Mosquitto, id string) (stop func()) {
+	stop, _ = startConsumerC(t, e, m, id)
+	return stop
+}
+
+func startConsumerC(t *testing.T, e *cptest.Env, m *testbed.Mosquitto, id string) (func(), *syncsvc.Consumer) {
 	t.Helper()
 	tlsCfg, err := m.ClientTLS("outpost-controlplane")
 	if err != nil {
@@ -74,7 +79,7 @@ func startConsumer(t *testing.T, e *cptest.Env, m *testbed.Mosquitto, id string)
 	c := &syncsvc.Consumer{Applier: &syncsvc.Applier{Reg: e.App.Svc.Reg}, BrokerURL: "mqtts://" + m.Addr(), TLS: tlsCfg, ClientID: id, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	done := make(chan struct{})
 	go func() { _ = c.Run(ctx); close(done) }()
-	return func() { cancel(); <-done }
+	return func() { cancel(); <-done }, c
 }
 
 // testAgent is an outpost-agent process with its data directory.
@@ -293,5 +298,39 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	if distinct != total {
 		t.Errorf("%d distinct records, want %d", distinct, total)
+	}
+}
+
+// TestTwoReplicasShareTheLoad: two control plane consumers on one shared
+// subscription apply every record exactly once between them.
+func TestTwoReplicasShareTheLoad(t *testing.T) {
+	bin := buildAgent(t)
+	e := cptest.Start(t, nil)
+	m := mosquittoFor(t, e)
+	stop1, c1 := startConsumerC(t, e, m, "cp-1")
+	defer stop1()
+	stop2, c2 := startConsumerC(t, e, m, "cp-2")
+	defer stop2()
+	agents := []*testAgent{
+		newAgent(t, bin, e, m, "gw-a", "keystore:\n  backend: file\n  file:\n    passphrase:\n      value: a", nil),
+		newAgent(t, bin, e, m, "gw-b", "keystore:\n  backend: file\n  file:\n    passphrase:\n      value: b", nil),
+	}
+	const n = 3000
+	for _, a := range agents {
+		a.run("selftest", "--records", fmt.Sprint(n))
+		a.start()
+	}
+	for _, a := range agents {
+		waitEvents(t, e, a, n, 2*time.Minute)
+	}
+	var applied int
+	if err := e.App.Pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_records`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied != 2*n {
+		t.Errorf("%d records applied, want %d", applied, 2*n)
+	}
+	if c1.Applied.Load() == 0 || c2.Applied.Load() == 0 {
+		t.Errorf("messages applied per replica: %d and %d; want both to share the load", c1.Applied.Load(), c2.Applied.Load())
 	}
 }

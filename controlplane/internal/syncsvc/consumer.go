@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -28,6 +29,9 @@ type Consumer struct {
 	// ClientID identifies this replica (unique per replica).
 	ClientID string
 	Log      *slog.Logger
+
+	// Applied counts the messages this replica applied (a metric).
+	Applied atomic.Int64
 }
 
 type received struct {
@@ -129,6 +133,9 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 			log.Warn("sync: message from an unknown or inactive DMS", "dms_id", dmsStr)
 			ack()
 			return
+		}
+		if err == nil {
+			c.Applied.Add(1)
 		}
 		if err == nil && reply == nil {
 			ack()
