@@ -22,7 +22,7 @@ import (
 	"github.com/outpost-pki/outpost/testbed"
 )
 
-func buildAgent(t *testing.T) string {
+func buildAgent(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "outpost-agent")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/outpost-pki/outpost/agent/cmd/outpost-agent").CombinedOutput(); err != nil {
@@ -31,7 +31,7 @@ func buildAgent(t *testing.T) string {
 	return bin
 }
 
-func dmsManagerPEM(t *testing.T, e *cptest.Env) []byte {
+func dmsManagerPEM(t testing.TB, e *cptest.Env) []byte {
 	t.Helper()
 	var cas apitypes.Page[apitypes.CA]
 	e.MustDo("GET", "/api/v1/cas", e.AdminToken, nil, &cas, 200)
@@ -51,7 +51,7 @@ func dmsManagerPEM(t *testing.T, e *cptest.Env) []byte {
 
 // mosquittoFor starts a TLS mosquitto that trusts DMS certificates and
 // confines each DMS to its own topics.
-func mosquittoFor(t *testing.T, e *cptest.Env) *testbed.Mosquitto {
+func mosquittoFor(t testing.TB, e *cptest.Env) *testbed.Mosquitto {
 	t.Helper()
 	acl := filepath.Join(t.TempDir(), "acl")
 	if err := os.WriteFile(acl, []byte(
@@ -64,12 +64,12 @@ func mosquittoFor(t *testing.T, e *cptest.Env) *testbed.Mosquitto {
 }
 
 // startConsumer runs a sync consumer until the returned stop is called.
-func startConsumer(t *testing.T, e *cptest.Env, m *testbed.Mosquitto, id string) (stop func()) {
+func startConsumer(t testing.TB, e *cptest.Env, m *testbed.Mosquitto, id string) (stop func()) {
 	stop, _ = startConsumerC(t, e, m, id)
 	return stop
 }
 
-func startConsumerC(t *testing.T, e *cptest.Env, m *testbed.Mosquitto, id string) (func(), *syncsvc.Consumer) {
+func startConsumerC(t testing.TB, e *cptest.Env, m *testbed.Mosquitto, id string) (func(), *syncsvc.Consumer) {
 	t.Helper()
 	tlsCfg, err := m.ClientTLS("outpost-controlplane")
 	if err != nil {
@@ -84,7 +84,7 @@ func startConsumerC(t *testing.T, e *cptest.Env, m *testbed.Mosquitto, id string
 
 // testAgent is an outpost-agent process with its data directory.
 type testAgent struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	config string
 	dmsID  string
@@ -111,7 +111,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func newAgent(t *testing.T, bin string, e *cptest.Env, m *testbed.Mosquitto, name, keystoreYAML string, env []string) *testAgent {
+func newAgent(t testing.TB, bin string, e *cptest.Env, m *testbed.Mosquitto, name, keystoreYAML string, env []string) *testAgent {
 	t.Helper()
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "broker-ca.pem")
@@ -176,7 +176,7 @@ func (a *testAgent) runQuiet(args ...string) string {
 	return fmt.Sprintf("%s (err %v)", out, err)
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := netListen()
 	if err != nil {
@@ -186,7 +186,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*netTCPAddr).Port
 }
 
-func countEvents(t *testing.T, e *cptest.Env, dmsID string) int {
+func countEvents(t testing.TB, e *cptest.Env, dmsID string) int {
 	t.Helper()
 	var n int
 	if err := e.App.Pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_events WHERE dms_id = $1`, uuid.MustParse(dmsID)).Scan(&n); err != nil {
@@ -195,7 +195,7 @@ func countEvents(t *testing.T, e *cptest.Env, dmsID string) int {
 	return n
 }
 
-func waitEvents(t *testing.T, e *cptest.Env, a *testAgent, n int, within time.Duration) {
+func waitEvents(t testing.TB, e *cptest.Env, a *testAgent, n int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
