@@ -136,8 +136,14 @@ func toDMS(d *registry.DMS) apitypes.DMS {
 	if d.IdentitySerial != nil {
 		out.IdentitySerial = *d.IdentitySerial
 	}
+	out.LastSeenAt, out.AgentVersion, out.QueueDepth = d.LastSeenAt, d.AgentVersion, d.QueueDepth
+	out.Online = d.LastSeenAt != nil && time.Since(*d.LastSeenAt) < OnlineWindow
 	return out
 }
+
+// OnlineWindow: a DMS is online when its last heartbeat (sent every 30 s
+// by default) is more recent than this.
+const OnlineWindow = 2 * time.Minute
 
 func toDevice(d *registry.Device) apitypes.Device {
 	out := apitypes.Device{ID: d.ID, Status: d.Status, Labels: d.Labels, CreatedAt: d.CreatedAt.UTC()}

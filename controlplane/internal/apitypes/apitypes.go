@@ -127,6 +127,11 @@ type DMS struct {
 	IdentitySerial   string     `json:"identity_serial,omitempty"`
 	IdentityNotAfter *time.Time `json:"identity_not_after,omitempty"`
 	CreatedAt        time.Time  `json:"created_at"`
+	// Online is true when a heartbeat arrived in the last two minutes.
+	Online       bool       `json:"online"`
+	LastSeenAt   *time.Time `json:"last_seen_at,omitempty"`
+	AgentVersion string     `json:"agent_version,omitempty"`
+	QueueDepth   int64      `json:"queue_depth"`
 }
 
 // DMSPolicy is the enrollment policy of a DMS.

@@ -22,15 +22,19 @@ type DMS struct {
 	IdentityNotAfter *time.Time
 	AuthorizedCAs    []uuid.UUID
 	CreatedAt        time.Time
+	// From the agent's heartbeats.
+	LastSeenAt   *time.Time
+	AgentVersion string
+	QueueDepth   int64
 }
 
 const dmsColumns = `id, name, status, mode, device_auth, profile, reenroll_window, local_quota, bootstrap_ca_pems, identity_serial, identity_not_after, created_at,
-	ARRAY(SELECT ca_id FROM dms_authorized_cas a WHERE a.dms_id = dmss.id ORDER BY ca_id)`
+	ARRAY(SELECT ca_id FROM dms_authorized_cas a WHERE a.dms_id = dmss.id ORDER BY ca_id), last_seen_at, agent_version, queue_depth`
 
 func scanDMS(row interface{ Scan(...any) error }) (*DMS, error) {
 	var d DMS
 	err := row.Scan(&d.ID, &d.Name, &d.Status, &d.Mode, &d.DeviceAuth, &d.Profile, &d.ReenrollWindow, &d.LocalQuota,
-		&d.BootstrapCAPEMs, &d.IdentitySerial, &d.IdentityNotAfter, &d.CreatedAt, &d.AuthorizedCAs)
+		&d.BootstrapCAPEMs, &d.IdentitySerial, &d.IdentityNotAfter, &d.CreatedAt, &d.AuthorizedCAs, &d.LastSeenAt, &d.AgentVersion, &d.QueueDepth)
 	return &d, err
 }
 

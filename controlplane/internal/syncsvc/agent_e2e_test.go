@@ -249,6 +249,15 @@ func TestAgentsBootstrapAndSync(t *testing.T) {
 			t.Errorf("status output:\n%s", out)
 		}
 	}
+	// The registry shows the agents online, from their heartbeats.
+	time.Sleep(1500 * time.Millisecond)
+	for _, a := range agents {
+		var d apitypes.DMS
+		e.MustDo("GET", "/api/v1/dmss/"+a.dmsID, e.AdminToken, nil, &d, 200)
+		if !d.Online || d.LastSeenAt == nil || d.AgentVersion == "" {
+			t.Errorf("DMS %s in the registry: online %v, last seen %v, version %q", a.dmsID, d.Online, d.LastSeenAt, d.AgentVersion)
+		}
+	}
 }
 
 // TestCrashRecovery: while 10,000 records flow from agent to control
