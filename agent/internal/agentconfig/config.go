@@ -7,18 +7,15 @@
 package agentconfig
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/outpost-pki/outpost/internal/secret"
+	"github.com/outpost-pki/outpost/internal/yamlconf"
 )
 
 // Version is the format version this binary reads.
@@ -82,32 +79,14 @@ type Sync struct {
 	BatchSize int `yaml:"batch_size"`
 }
 
-// Duration is a Go duration string in YAML.
-type Duration time.Duration
-
-// UnmarshalYAML parses "30s", "5m"...
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 30s or 5m", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a duration written as "90s", "15m", "720h".
+type Duration = yamlconf.Duration
 
 // Load reads, defaults, overrides and validates.
 func Load(path string, env func(string) string) (*Config, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	b, err := yamlconf.ReadFile(path, MaxSize)
 	if err != nil {
 		return nil, err
-	}
-	if len(b) > MaxSize {
-		return nil, fmt.Errorf("config %s is larger than %d bytes", path, MaxSize)
 	}
 	return Parse(b, env)
 }
@@ -115,10 +94,8 @@ func Load(path string, env func(string) string) (*Config, error) {
 // Parse decodes strictly (unknown fields are errors).
 func Parse(b []byte, env func(string) string) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %w", err)
+	if err := yamlconf.DecodeStrict(b, &c); err != nil {
+		return nil, err
 	}
 	if env == nil {
 		env = os.Getenv

@@ -112,7 +112,7 @@ func (c *Client) Run(ctx context.Context) error {
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: false,
 		SessionExpiryInterval:         7 * 24 * 3600,
-		ReconnectBackoff:              backoff,
+		ReconnectBackoff:              syncproto.ReconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			c.online.Store(true)
@@ -160,11 +160,6 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		c.pump(ctx, cm)
 	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := time.Duration(1<<min(attempt, 6)) * 250 * time.Millisecond
-	return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2+1))
 }
 
 // pump sends the oldest records that are not waiting for an ack.

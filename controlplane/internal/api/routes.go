@@ -3,6 +3,7 @@ package api
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"net/http"
 	"strconv"
@@ -693,21 +694,12 @@ func (s *Server) listAudit(c *gin.Context) {
 	}
 	out := apitypes.Page[apitypes.AuditEntry]{Items: []apitypes.AuditEntry{}}
 	for _, e := range es {
-		out.Items = append(out.Items, apitypes.AuditEntry{Seq: e.Seq, At: e.At.UTC(), Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail, Hash: hexString(e.Hash)})
+		out.Items = append(out.Items, apitypes.AuditEntry{Seq: e.Seq, At: e.At.UTC(), Actor: e.Actor, Action: e.Action, Target: e.Target, Detail: e.Detail, Hash: hex.EncodeToString(e.Hash)})
 	}
 	if len(es) == limit && es[len(es)-1].Seq > 1 {
 		out.NextCursor = strconv.FormatInt(es[len(es)-1].Seq, 10)
 	}
 	c.JSON(http.StatusOK, out)
-}
-
-func hexString(b []byte) string {
-	const hexdig = "0123456789abcdef"
-	out := make([]byte, 2*len(b))
-	for i, v := range b {
-		out[2*i], out[2*i+1] = hexdig[v>>4], hexdig[v&15]
-	}
-	return string(out)
 }
 
 func (s *Server) verifyAudit(c *gin.Context) {

@@ -52,7 +52,7 @@ func (p DMSPolicy) validate() error {
 		return invalid("policy.local_quota", "local mode needs a local_quota above 0 (certificates the gateway may sign offline)")
 	}
 	for _, pemText := range p.BootstrapCAPEMs {
-		if _, err := parseCertPEM([]byte(pemText)); err != nil {
+		if _, err := ParseCertificatePEM([]byte(pemText)); err != nil {
 			return invalid("policy.bootstrap_ca_pems", "a bootstrap CA is not a PEM certificate: %v", err)
 		}
 	}
@@ -483,8 +483,4 @@ func (s *Service) EnsureAdminToken(ctx context.Context, token string) error {
 		}
 		return q.EnsureToken(ctx, p.ID, HashSecret(token), "configured admin token")
 	})
-}
-
-func parseCertPEM(b []byte) (*x509.Certificate, error) {
-	return ParseCertificatePEM(b)
 }

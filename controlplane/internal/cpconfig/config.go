@@ -12,10 +12,8 @@
 package cpconfig
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -23,9 +21,8 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/outpost-pki/outpost/internal/secret"
+	"github.com/outpost-pki/outpost/internal/yamlconf"
 )
 
 // Version is the configuration format version this binary reads.
@@ -111,21 +108,8 @@ type Notifications struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
-// Duration is a time.Duration written as "90s", "15m", "720h".
-type Duration time.Duration
-
-// UnmarshalYAML parses a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 90s, 15m or 720h", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// D returns the time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
+// Duration is a duration written as "90s", "15m", "720h".
+type Duration = yamlconf.Duration
 
 // TLS is the API server's certificate.
 type TLS struct {
@@ -178,17 +162,9 @@ type Bootstrap struct {
 
 // Load reads and validates a configuration file, then applies env.
 func Load(path string, env func(string) string) (*Config, error) {
-	f, err := os.Open(path)
+	b, err := yamlconf.ReadFile(path, MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading config %s: %w", path, err)
-	}
-	if len(b) > MaxSize {
-		return nil, fmt.Errorf("config %s is larger than %d bytes", path, MaxSize)
+		return nil, err
 	}
 	return Parse(b, env)
 }
@@ -197,10 +173,8 @@ func Load(path string, env func(string) string) (*Config, error) {
 // defaults, applies env overrides and validates.
 func Parse(b []byte, env func(string) string) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %w", err)
+	if err := yamlconf.DecodeStrict(b, &c); err != nil {
+		return nil, err
 	}
 	if env == nil {
 		env = os.Getenv

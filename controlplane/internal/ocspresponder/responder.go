@@ -61,6 +61,7 @@ type Responder struct {
 
 	mu         sync.Mutex
 	cas        map[string]*caEntry // by issuer key hash (SHA-1 and SHA-256), hex
+	casByID    map[uuid.UUID]*caEntry
 	casLoaded  time.Time
 	responders map[uuid.UUID]*responderKey
 	cache      map[cacheKey]*cached
@@ -200,6 +201,7 @@ func (r *Responder) loadCAs(ctx context.Context) error {
 		return err
 	}
 	m := map[string]*caEntry{}
+	byID := map[uuid.UUID]*caEntry{}
 	for _, c := range list {
 		cert, err := x509.ParseCertificate(c.DER)
 		if err != nil {
@@ -213,6 +215,7 @@ func (r *Responder) loadCAs(ctx context.Context) error {
 			continue
 		}
 		e := &caEntry{id: c.ID, cert: cert, nameHash: map[crypto.Hash][]byte{}}
+		byID[c.ID] = e
 		for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
 			kh := h.New()
 			kh.Write(spki.PublicKey.RightAlign())
@@ -223,7 +226,7 @@ func (r *Responder) loadCAs(ctx context.Context) error {
 		}
 	}
 	r.mu.Lock()
-	r.cas, r.casLoaded = m, time.Now()
+	r.cas, r.casByID, r.casLoaded = m, byID, time.Now()
 	r.mu.Unlock()
 	return nil
 }
@@ -488,13 +491,7 @@ func (r *Responder) Refresh(ctx context.Context) (int, error) {
 		}
 		for _, b := range batch {
 			r.mu.Lock()
-			var ca *caEntry
-			for _, e := range r.cas {
-				if e.id == b.CA {
-					ca = e
-					break
-				}
-			}
+			ca := r.casByID[b.CA]
 			r.mu.Unlock()
 			if ca == nil {
 				if err := r.loadCAs(ctx); err != nil {

@@ -58,7 +58,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: false,
 		SessionExpiryInterval:         7 * 24 * 3600,
-		ReconnectBackoff:              backoff,
+		ReconnectBackoff:              syncproto.ReconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			go func() {
@@ -98,11 +98,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.handle(ctx, cm, r.pr, log)
 		}
 	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := time.Duration(1<<min(attempt, 6)) * 250 * time.Millisecond
-	return d/2 + time.Duration(time.Now().UnixNano()%int64(d/2+1))
 }
 
 // handle applies one message, replies, then acknowledges it. Database
@@ -163,7 +158,7 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff(attempt)):
+		case <-time.After(syncproto.ReconnectBackoff(attempt)):
 		}
 	}
 }
