@@ -28,8 +28,14 @@ import (
 	"github.com/outpost-pki/outpost/internal/keystore/tpmkeys"
 )
 
-// IdentityKeyName is the identity key's name in the key store.
+// IdentityKeyName is the name of the identity key made at bootstrap in
+// the key store. Renewals make new keys (IdentityKeyName-<suffix>); the
+// name of the key in use is kept in identity.pem (keyNameHeader).
 const IdentityKeyName = "dms-identity"
+
+// keyNameHeader is the PEM header of identity.pem naming the key of the
+// certificate, so certificate and key name change in one atomic write.
+const keyNameHeader = "Outpost-Key"
 
 // Files in the data directory.
 const (
@@ -69,7 +75,12 @@ type Identity struct {
 	Cert  *x509.Certificate
 	Chain []*x509.Certificate
 	Key   crypto.Signer
+	// KeyName is the key's name in the key store.
+	KeyName string
 }
+
+// Serial is the certificate's serial number in lower-case hex.
+func (id *Identity) Serial() string { return strings.ToLower(id.Cert.SerialNumber.Text(16)) }
 
 // TLSCertificate is the identity as a TLS client certificate.
 func (id *Identity) TLSCertificate() tls.Certificate {
@@ -102,19 +113,56 @@ func LoadIdentity(ctx context.Context, cfg *agentconfig.Config, ks keystore.Stor
 	} else if err != nil {
 		return nil, err
 	}
-	certs, err := readCerts(filepath.Join(cfg.DataDir, identityFile))
-	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("reading the identity certificate: %v", err)
+	cert, keyName, err := readIdentityCert(filepath.Join(cfg.DataDir, identityFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the identity certificate: %w", err)
 	}
 	chain, err := readCerts(filepath.Join(cfg.DataDir, chainFile))
 	if err != nil {
 		return nil, fmt.Errorf("reading the identity chain: %w", err)
 	}
-	key, err := ks.Load(ctx, IdentityKeyName)
+	key, err := ks.Load(ctx, keyName)
 	if err != nil {
-		return nil, fmt.Errorf("loading the identity key: %w", err)
+		return nil, fmt.Errorf("loading the identity key %q: %w", keyName, err)
 	}
-	return &Identity{DMSID: strings.TrimSpace(string(idb)), Cert: certs[0], Chain: chain, Key: key}, nil
+	if !samePublicKey(cert.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("the identity key %q does not match the identity certificate", keyName)
+	}
+	return &Identity{DMSID: strings.TrimSpace(string(idb)), Cert: cert, Chain: chain, Key: key, KeyName: keyName}, nil
+}
+
+// readIdentityCert reads identity.pem: the certificate and the name of
+// its key (IdentityKeyName when the file has no header, as written by
+// older agents).
+func readIdentityCert(path string) (*x509.Certificate, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, "", errors.New("no PEM certificate in it")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, "", err
+	}
+	name := blk.Headers[keyNameHeader]
+	if name == "" {
+		name = IdentityKeyName
+	}
+	return c, name, nil
+}
+
+// identityPEM encodes the certificate with the name of its key.
+func identityPEM(der []byte, keyName string) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Headers: map[string]string{keyNameHeader: keyName}, Bytes: der})
+}
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	e, ok := a.(equaler)
+	return ok && e.Equal(b)
 }
 
 func readCerts(path string) ([]*x509.Certificate, error) {
@@ -201,14 +249,13 @@ func Bootstrap(ctx context.Context, cfg *agentconfig.Config, ks keystore.Store, 
 	if err != nil {
 		return nil, err
 	}
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if pk, ok := cert.PublicKey.(equaler); !ok || !pk.Equal(key.Public()) {
+	if !samePublicKey(cert.PublicKey, key.Public()) {
 		return nil, errors.New("the certificate the control plane returned is not for this agent's key")
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{identityFile, []byte(out.CertificatePEM)}, {chainFile, []byte(out.ChainPEM)}, {dmsIDFile, []byte(out.DMSID + "\n")}} {
+	}{{identityFile, identityPEM(cert.Raw, IdentityKeyName)}, {chainFile, []byte(out.ChainPEM)}, {dmsIDFile, []byte(out.DMSID + "\n")}} {
 		if err := fsutil.WriteFile(filepath.Join(cfg.DataDir, f.name), f.data, 0o600, true); err != nil {
 			return nil, err
 		}

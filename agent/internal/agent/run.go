@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -22,6 +24,7 @@ import (
 	"github.com/outpost-pki/outpost/agent/internal/store"
 	"github.com/outpost-pki/outpost/agent/internal/syncclient"
 	"github.com/outpost-pki/outpost/internal/buildinfo"
+	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
@@ -32,6 +35,7 @@ type Status struct {
 	Online           bool      `json:"online"`
 	QueueDepth       int       `json:"queue_depth"`
 	IdentityNotAfter time.Time `json:"identity_not_after"`
+	IdentitySerial   string    `json:"identity_serial,omitempty"`
 	EdgeCANotAfter   time.Time `json:"edge_ca_not_after,omitzero"`
 	LastSync         time.Time `json:"last_sync,omitzero"`
 	Version          string    `json:"version"`
@@ -40,11 +44,17 @@ type Status struct {
 // Agent is a running agent.
 type Agent struct {
 	cfg   *agentconfig.Config
-	id    *Identity
+	ks    keystore.Store
+	id    atomic.Pointer[Identity]
 	store *store.Store
 	sync  *syncclient.Client
 	log   *slog.Logger
+	// renewMu serialises identity renewal steps.
+	renewMu sync.Mutex
 }
+
+// identity is the identity in use (replaced by a renewal).
+func (a *Agent) identity() *Identity { return a.id.Load() }
 
 // OpenStore opens the agent's store in its data directory.
 func OpenStore(cfg *agentconfig.Config) (*store.Store, error) {
@@ -74,13 +84,15 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	if cfg.Sync.BrokerURL == "" {
 		return errors.New("sync.broker_url is not configured")
 	}
-	tlsCfg, err := brokerTLS(cfg, id)
+	a := &Agent{cfg: cfg, ks: ks, store: st, log: log}
+	a.id.Store(id)
+	tlsCfg, err := a.brokerTLS()
 	if err != nil {
 		return err
 	}
-	a := &Agent{cfg: cfg, id: id, store: st, log: log}
 	a.sync = &syncclient.Client{Store: st, DMSID: id.DMSID, BrokerURL: cfg.Sync.BrokerURL, TLS: tlsCfg, Batch: cfg.Sync.BatchSize,
-		AgentVersion: buildinfo.Version, Heartbeat: time.Duration(cfg.Sync.Heartbeat), Log: log}
+		AgentVersion: buildinfo.Version, Heartbeat: time.Duration(cfg.Sync.Heartbeat), Log: log, OnDown: a.onDown,
+		IdentityNotAfter: func() time.Time { return a.identity().Cert.NotAfter }}
 
 	ln, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
@@ -93,11 +105,16 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
+	go a.renewLoop(ctx)
 	return a.sync.Run(ctx)
 }
 
-func brokerTLS(cfg *agentconfig.Config, id *Identity) (*tls.Config, error) {
-	roots := id.Roots()
+// brokerTLS is the sync link's TLS configuration: the client certificate
+// is the identity in use at each handshake (a renewal takes effect at the
+// next connection).
+func (a *Agent) brokerTLS() (*tls.Config, error) {
+	cfg := a.cfg
+	roots := a.identity().Roots()
 	if cfg.Sync.BrokerCAFile != "" {
 		b, err := os.ReadFile(cfg.Sync.BrokerCAFile)
 		if err != nil {
@@ -116,12 +133,17 @@ func brokerTLS(cfg *agentconfig.Config, id *Identity) (*tls.Config, error) {
 	if name == "" {
 		name = u.Hostname()
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: name, Certificates: []tls.Certificate{id.TLSCertificate()}}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: name,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c := a.identity().TLSCertificate()
+			return &c, nil
+		}}, nil
 }
 
 func (a *Agent) status() Status {
 	depth, _ := a.store.Depth()
-	return Status{DMSID: a.id.DMSID, Online: a.sync.Online(), QueueDepth: depth, IdentityNotAfter: a.id.Cert.NotAfter, LastSync: a.sync.LastSync(), Version: buildinfo.Version}
+	id := a.identity()
+	return Status{DMSID: id.DMSID, Online: a.sync.Online(), QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter, IdentitySerial: id.Serial(), LastSync: a.sync.LastSync(), Version: buildinfo.Version}
 }
 
 // adminHandler serves /healthz, /readyz, /metrics, /status, /queue and
@@ -165,6 +187,15 @@ func (a *Agent) adminHandler() http.Handler {
 		}
 		a.sync.Kick()
 		_, _ = w.Write([]byte("enqueued\n"))
+	})
+	mux.HandleFunc("POST /renew-identity", func(w http.ResponseWriter, r *http.Request) {
+		msg, err := a.RenewIdentity(r.Context())
+		if err != nil {
+			a.log.Error("identity renewal", "err", err)
+			http.Error(w, "identity renewal failed: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte(msg + "\n"))
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		s := a.status()

@@ -38,6 +38,7 @@ func App() cli.App {
 			{Name: "status", Summary: "show online state, queue depth, identity expiry, last sync", Run: status},
 			{Name: "queue", Summary: "list records waiting to reach the control plane", Run: queue},
 			{Name: "selftest", Summary: "send test records through the sync link (--records N)", Run: selftest},
+			{Name: "renew-identity", Summary: "renew the DMS identity certificate now (the running agent does it by itself before expiry)", Run: renewIdentity},
 		},
 	}
 }
@@ -119,7 +120,8 @@ func run(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return agent.Run(ctx, cfg, logger(cfg, stderr), nil)
 }
 
-// adminGet asks the running agent; ok is false when it is not running.
+// adminGet asks the running agent and decodes its JSON answer into v (a
+// *string takes the text as is); ok is false when it is not running.
 func adminGet(cfg *agentconfig.Config, method, path string, v any) (bool, error) {
 	req, err := http.NewRequest(method, "http://"+cfg.AdminAddr+path, nil)
 	if err != nil {
@@ -136,6 +138,11 @@ func adminGet(cfg *agentconfig.Config, method, path string, v any) (bool, error)
 	}
 	if v == nil {
 		return true, nil
+	}
+	if sp, ok := v.(*string); ok {
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		*sp = strings.TrimSpace(string(b))
+		return true, err
 	}
 	return true, json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(v)
 }
@@ -169,7 +176,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		defer st.Close()
 		depth, _ := st.Depth()
-		s = agent.Status{DMSID: id.DMSID, QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter}
+		s = agent.Status{DMSID: id.DMSID, QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter, IdentitySerial: id.Serial()}
 	}
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(s)
@@ -179,6 +186,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(tw, "running\t%v\n", running)
 	fmt.Fprintf(tw, "online\t%v\n", s.Online)
 	fmt.Fprintf(tw, "queue depth\t%d\n", s.QueueDepth)
+	fmt.Fprintf(tw, "identity serial\t%s\n", s.IdentitySerial)
 	fmt.Fprintf(tw, "identity expires\t%s (in %s)\n", s.IdentityNotAfter.UTC().Format(time.RFC3339), time.Until(s.IdentityNotAfter).Round(time.Hour))
 	if !s.LastSync.IsZero() {
 		fmt.Fprintf(tw, "last sync\t%s\n", s.LastSync.UTC().Format(time.RFC3339))
@@ -245,5 +253,23 @@ func selftest(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		break
 	}
 	fmt.Fprintf(stdout, "enqueued %d test records\n", *n)
+	return nil
+}
+
+func renewIdentity(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("renew-identity", stderr)
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	var msg string
+	running, err := adminGet(cfg, "POST", "/renew-identity", &msg)
+	if err != nil {
+		return err
+	}
+	if !running {
+		return errors.New("the agent is not running: the renewal goes over its sync link; start it")
+	}
+	fmt.Fprintln(stdout, msg)
 	return nil
 }

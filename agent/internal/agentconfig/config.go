@@ -37,6 +37,7 @@ type Config struct {
 	ControlPlaneCAFile string   `yaml:"control_plane_ca_file"`
 	Keystore           Keystore `yaml:"keystore"`
 	Sync               Sync     `yaml:"sync"`
+	Identity           Identity `yaml:"identity"`
 	// AdminAddr serves /healthz, /readyz and /metrics. Default 127.0.0.1:9464.
 	AdminAddr string `yaml:"admin_addr"`
 	// LogLevel: debug, info (default), warn, error.
@@ -77,6 +78,14 @@ type Sync struct {
 	Heartbeat Duration `yaml:"heartbeat"`
 	// BatchSize is the most records per message. Default 200.
 	BatchSize int `yaml:"batch_size"`
+}
+
+// Identity configures the DMS identity certificate's renewal.
+type Identity struct {
+	// RenewBefore: renew when the certificate has less than this left.
+	// Default (0): when a third of its lifetime is left. Renewal runs over
+	// the sync link with a fresh key and needs no operator.
+	RenewBefore Duration `yaml:"renew_before"`
 }
 
 // Duration is a duration written as "90s", "15m", "720h".
@@ -144,6 +153,9 @@ func (c *Config) Validate() error {
 	var errs []string
 	if c.Version != Version {
 		errs = append(errs, fmt.Sprintf("version: got %d, this binary reads version %d", c.Version, Version))
+	}
+	if c.Identity.RenewBefore < 0 {
+		errs = append(errs, "identity.renew_before: must not be negative")
 	}
 	switch c.Keystore.Backend {
 	case "tpm":

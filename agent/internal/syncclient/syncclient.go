@@ -47,9 +47,13 @@ type Client struct {
 	// AgentVersion and expiries go into heartbeats.
 	AgentVersion string
 	Heartbeat    time.Duration // default 30s
-	// OnDown receives the updates of down messages (policy, CRLs...).
+	// OnDown receives the updates of down messages (policy, CRLs...). It
+	// runs before the message's acks remove records from the outbox, so a
+	// crash in between redelivers the answer rather than losing it.
 	OnDown func(*syncpb.Down)
-	Log    *slog.Logger
+	// IdentityNotAfter, if set, goes into heartbeats.
+	IdentityNotAfter func() time.Time
+	Log              *slog.Logger
 
 	mu       sync.Mutex
 	inFlight map[string]time.Time // record id -> sent at
@@ -218,6 +222,9 @@ func (c *Client) send(ctx context.Context, cm *autopaho.ConnectionManager, recs 
 	if heartbeat {
 		depth, _ := c.Store.Depth()
 		up.Heartbeat = &syncpb.Heartbeat{AgentVersion: c.AgentVersion, QueueDepth: uint64(depth), LastSyncUnixMs: c.lastSync.Load(), ProtocolVersion: syncproto.ProtocolVersion}
+		if c.IdentityNotAfter != nil {
+			up.Heartbeat.IdentityNotAfterUnixMs = c.IdentityNotAfter().UnixMilli()
+		}
 	}
 	env := &syncpb.Envelope{MessageId: syncproto.NewMessageID(), DmsId: c.DMSID, SentAtUnixMs: time.Now().UnixMilli(),
 		ProtocolVersion: syncproto.ProtocolVersion, Body: &syncpb.Envelope_Up{Up: up}}
@@ -247,6 +254,9 @@ func (c *Client) onDown(p *paho.Publish) {
 		return
 	}
 	c.lastSync.Store(time.Now().UnixMilli())
+	if c.OnDown != nil && len(down.GetUpdates()) > 0 {
+		c.OnDown(down)
+	}
 	if a := down.GetAck(); a != nil {
 		ids := append([]string{}, a.GetRecordIds()...)
 		for _, r := range a.GetRejections() {
@@ -266,8 +276,5 @@ func (c *Client) onDown(p *paho.Publish) {
 			c.mu.Unlock()
 			c.Kick()
 		}
-	}
-	if c.OnDown != nil && len(down.GetUpdates()) > 0 {
-		c.OnDown(down)
 	}
 }

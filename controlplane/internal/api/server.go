@@ -233,16 +233,12 @@ func (s *Server) authenticateDMS(c *gin.Context) (caller, error) {
 	if err != nil {
 		return caller{}, errors.New("the client certificate is not a DMS identity")
 	}
-	d, err := s.reg.GetDMS(c, id)
-	if err != nil || d.Status != "active" || d.IdentitySerial == nil {
-		return caller{}, errors.New("the DMS is unknown or not active")
-	}
-	if *d.IdentitySerial != strings.ToLower(leaf.SerialNumber.Text(16)) {
-		return caller{}, errors.New("this DMS certificate has been replaced")
-	}
-	cert, err := s.reg.GetCertificate(c, *d.IdentitySerial)
-	if err != nil || cert.Status == "revoked" {
-		return caller{}, errors.New("the DMS certificate is revoked")
+	if err := s.svc.CheckDMSIdentity(c, id, leaf); err != nil {
+		if errors.Is(err, caservice.ErrIdentityRefused) {
+			return caller{}, err
+		}
+		s.log.Error("checking a DMS identity", "dms_id", id, "err", err)
+		return caller{}, errors.New("the DMS identity could not be checked; try again")
 	}
 	return caller{name: "dms:" + id.String(), role: RoleDMS, dmsID: id}, nil
 }

@@ -71,8 +71,13 @@ type Config struct {
 	// Default DefaultAddr (":8883"); use "127.0.0.1:0" in tests and read
 	// the port back with Broker.Addr.
 	Addr string
-	// TLSCert is the broker's server certificate (required).
+	// TLSCert is the broker's server certificate (required unless
+	// GetCertificate is set).
 	TLSCert tls.Certificate
+	// GetCertificate, if set, returns the server certificate for each
+	// handshake instead of TLSCert (a certificate that is rotated while
+	// the broker runs).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// ClientCAs verifies DMS certificates: the DMS manager CA (required).
 	ClientCAs *x509.CertPool
 	// ControlPlaneCAs verifies the control plane's client certificates.
@@ -112,7 +117,7 @@ type Config struct {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	switch {
-	case len(c.TLSCert.Certificate) == 0 || c.TLSCert.PrivateKey == nil:
+	case c.GetCertificate == nil && (len(c.TLSCert.Certificate) == 0 || c.TLSCert.PrivateKey == nil):
 		return errors.New("broker: config: TLSCert needs a certificate and a private key")
 	case c.ClientCAs == nil:
 		return errors.New("broker: config: ClientCAs is required (the DMS manager CA)")
@@ -216,16 +221,20 @@ func New(cfg Config) (*Broker, error) {
 		// stats to the store: once an hour is plenty.
 		SysTopicResendInterval: 3600,
 	})
-	b.ln = newTLSListener(listenerID, cfg.Addr, &tls.Config{
-		Certificates: []tls.Certificate{cfg.TLSCert},
-		MinVersion:   tls.VersionTLS12,
+	srvTLS := &tls.Config{
+		GetCertificate: cfg.GetCertificate,
+		MinVersion:     tls.VersionTLS12,
 		// Verification happens in VerifyConnection against ClientCAs or
 		// ControlPlaneCAs depending on the certificate (crypto/x509 has no
 		// union of two pools). With no ClientCAs here, the CertificateRequest
 		// lists no acceptable CAs, so Go clients send their certificate
 		// whichever CA issued it.
 		ClientAuth: tls.RequireAnyClientCert,
-	}, b.identify, cfg.Log)
+	}
+	if cfg.GetCertificate == nil {
+		srvTLS.Certificates = []tls.Certificate{cfg.TLSCert}
+	}
+	b.ln = newTLSListener(listenerID, cfg.Addr, srvTLS, b.identify, cfg.Log)
 	return b, nil
 }
 

@@ -2,7 +2,6 @@ package caservice
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"strings"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/audit"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
 	"github.com/outpost-pki/outpost/internal/csrcheck"
-	"github.com/outpost-pki/outpost/internal/issuer"
 )
 
 // DMSPolicy is the enrollment policy of a DMS.
@@ -176,9 +174,8 @@ func (s *Service) DisableDMS(ctx context.Context, actor Actor, id uuid.UUID) (*r
 			return err
 		}
 		now := s.now()
-		const privilegeWithdrawn = 9
 		if d.IdentitySerial != nil {
-			c, err := q.RevokeCertificate(ctx, *d.IdentitySerial, privilegeWithdrawn, now)
+			c, err := q.RevokeCertificate(ctx, *d.IdentitySerial, reasonPrivilegeWithdrawn, now)
 			if err != nil && !errors.Is(err, registry.ErrNotFound) {
 				return err
 			}
@@ -196,7 +193,7 @@ func (s *Service) DisableDMS(ctx context.Context, actor Actor, id uuid.UUID) (*r
 			if err != nil {
 				return err
 			}
-			if _, err := q.RevokeCAs(ctx, sub, privilegeWithdrawn, now); err != nil {
+			if _, err := q.RevokeCAs(ctx, sub, reasonPrivilegeWithdrawn, now); err != nil {
 				return err
 			}
 			revokedCAs = append(revokedCAs, sub...)
@@ -215,6 +212,9 @@ func (s *Service) DisableDMS(ctx context.Context, actor Actor, id uuid.UUID) (*r
 	})
 	if err == nil && (len(revokedCAs) > 0 || len(revokedSerials) > 0) {
 		s.revoked(ctx, revokedCAs, revokedSerials)
+	}
+	if err == nil && s.OnDMSDisabled != nil {
+		s.OnDMSDisabled(id)
 	}
 	return out, err
 }
@@ -263,30 +263,8 @@ func (s *Service) BootstrapDMS(ctx context.Context, token string, csrPEM []byte)
 		if d.Status == "disabled" {
 			return &Error{Kind: KindForbidden, Message: "this DMS is disabled"}
 		}
-		mgr, err := q.GetCAByRole(ctx, "dms_manager")
+		rec, chain, err := s.issueDMSIdentity(ctx, q, dmsID, csr, now)
 		if err != nil {
-			return err
-		}
-		ca, key, err := s.activeCAWithKey(ctx, q, mgr.ID, "")
-		if err != nil {
-			return err
-		}
-		caCert, err := x509.ParseCertificate(ca.CertDER)
-		if err != nil {
-			return err
-		}
-		prof, _ := s.profile("dms")
-		iss := &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}
-		cert, err := iss.Issue(csr, prof, issuer.Request{DeviceID: dmsID.String()})
-		if err != nil {
-			var ie *issuer.Error
-			if errors.As(err, &ie) && ie.Reason.ClientFault() {
-				return &Error{Kind: KindInvalid, Field: "csr_pem", Message: ie.Public(), Err: err}
-			}
-			return err
-		}
-		rec := recordFor(cert, ca.ID, prof.Name, "", &dmsID)
-		if err := q.InsertCertificate(ctx, rec); err != nil {
 			return err
 		}
 		if err := q.SetDMSIdentity(ctx, dmsID, rec.Serial, rec.NotAfter); err != nil {
@@ -297,15 +275,6 @@ func (s *Service) BootstrapDMS(ctx context.Context, token string, csrPEM []byte)
 		}
 		if _, err := audit.Append(ctx, tx, now, "dms:"+dmsID.String(), "dms.bootstrap", dmsID.String(), map[string]any{"serial": rec.Serial}); err != nil {
 			return err
-		}
-		chain := []*registry.CA{ca}
-		for p := ca.ParentID; p != nil; {
-			pc, err := q.GetCA(ctx, *p)
-			if err != nil {
-				return err
-			}
-			chain = append(chain, pc)
-			p = pc.ParentID
 		}
 		res = BootstrapResult{DMSID: dmsID, Cert: rec, Chain: chain}
 		return nil

@@ -53,6 +53,9 @@ type Service struct {
 	// OnRevoked, if set, is called after a revocation committed, with
 	// the CAs whose CRLs changed and the serials revoked (for caches).
 	OnRevoked func(ctx context.Context, caIDs []uuid.UUID, serials []string)
+	// OnDMSDisabled, if set, is called after a DMS was disabled (the
+	// embedded broker drops its connection).
+	OnDMSDisabled func(id uuid.UUID)
 }
 
 // withURLs returns a copy of p with the revocation URLs of CA caID.

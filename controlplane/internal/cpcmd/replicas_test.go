@@ -3,6 +3,7 @@ package cpcmd_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,22 +20,13 @@ import (
 	"github.com/outpost-pki/outpost/testbed"
 )
 
-// buildBinary compiles outpost-controlplane once for the test.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "outpost-controlplane")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/outpost-pki/outpost/controlplane/cmd/outpost-controlplane")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building outpost-controlplane: %v\n%s", err, out)
-	}
-	return bin
-}
-
 type proc struct {
 	cmd   *exec.Cmd
 	mu    sync.Mutex
 	lines []string
 	ready chan struct{}
+	// addr is the API's address, from the "control plane serving" line.
+	addr string
 }
 
 func (p *proc) log() string {
@@ -44,10 +36,10 @@ func (p *proc) log() string {
 }
 
 // start runs `outpost-controlplane serve` and collects its log.
-func start(t *testing.T, bin, config string) *proc {
+func start(t *testing.T, bin, config string, env ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(bin, "serve", "--config", config), ready: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), "OUTPOST_LISTEN=127.0.0.1:0")
+	p.cmd.Env = append(append(os.Environ(), "OUTPOST_LISTEN=127.0.0.1:0"), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +55,14 @@ func start(t *testing.T, bin, config string) *proc {
 			p.lines = append(p.lines, sc.Text())
 			p.mu.Unlock()
 			if strings.Contains(sc.Text(), "control plane serving") {
-				once.Do(func() { close(p.ready) })
+				var line struct{ Addr string }
+				_ = json.Unmarshal(sc.Bytes(), &line)
+				once.Do(func() {
+					p.mu.Lock()
+					p.addr = line.Addr
+					p.mu.Unlock()
+					close(p.ready)
+				})
 			}
 		}
 	}()
@@ -98,12 +97,14 @@ func (p *proc) waitReady(t *testing.T) {
 // same moment against one empty database and one key store: exactly one
 // bootstrap happens. A restart then creates nothing.
 func TestReplicasBootstrapOnce(t *testing.T) {
-	bin := buildBinary(t)
+	bin := cptest.BuildControlPlane(t)
 	pg := testbed.NewPostgres(t)
 	dsn := pg.NewDatabase(t)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "config.yaml")
-	doc := fmt.Sprintf("version: 1\ndatabase:\n  url: %q\nkeystore:\n  file:\n    dir: %q\n    passphrase:\n      value: replica-test\nadmin_token:\n  value: %q\nlog_level: debug\n",
+	// Two processes on one machine: no embedded broker (it would be one
+	// per process, on one port).
+	doc := fmt.Sprintf("version: 1\ndatabase:\n  url: %q\nkeystore:\n  file:\n    dir: %q\n    passphrase:\n      value: replica-test\nadmin_token:\n  value: %q\nlog_level: debug\nsync:\n  broker:\n    enabled: false\n",
 		dsn, filepath.Join(dir, "keys"), cptest.RandomToken())
 	if err := os.WriteFile(config, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ func TestReplicasBootstrapOnce(t *testing.T) {
 }
 
 func TestCheckConfig(t *testing.T) {
-	bin := buildBinary(t)
+	bin := cptest.BuildControlPlane(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("version: 1\n"), 0o600); err != nil {

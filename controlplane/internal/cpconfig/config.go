@@ -9,6 +9,8 @@
 //	OUTPOST_PKCS11_PIN        keystore.pkcs11.pin (the value itself)
 //	OUTPOST_KEY_PASSPHRASE    keystore.file.passphrase (the value itself)
 //	OUTPOST_ADMIN_TOKEN       admin_token (the value itself)
+//	OUTPOST_BROKER_LISTEN     sync.broker.listen
+//	OUTPOST_SYNC_CLIENT_ID    sync.client_id
 package cpconfig
 
 import (
@@ -66,6 +68,54 @@ type Config struct {
 	CRL CRL `yaml:"crl"`
 	// Notifications configures outgoing notifications.
 	Notifications Notifications `yaml:"notifications"`
+	// Sync configures the link to agents (MQTT).
+	Sync Sync `yaml:"sync"`
+}
+
+// Sync configures the MQTT link to agents: by default an embedded broker
+// in this process; past one machine, an external broker shared by every
+// replica (see docs/SYNC.md).
+type Sync struct {
+	// Broker is the embedded broker.
+	Broker EmbeddedBroker `yaml:"broker"`
+	// ExternalBrokerURL (mqtts://host:8883), when set, replaces the
+	// embedded broker: this replica's sync consumer connects there with a
+	// client certificate from the DMS manager CA (common name
+	// "outpost-controlplane").
+	ExternalBrokerURL string `yaml:"external_broker_url"`
+	// ExternalBrokerCAFile (PEM) verifies the external broker's server
+	// certificate. Default: the system roots.
+	ExternalBrokerCAFile string `yaml:"external_broker_ca_file"`
+	// ClientID is this replica's MQTT client id: unique per replica and
+	// stable across its restarts (its persistent session holds messages
+	// while it restarts). Default "outpost-cp-<hostname>". Env
+	// OUTPOST_SYNC_CLIENT_ID.
+	ClientID string `yaml:"client_id"`
+}
+
+// EmbeddedBroker configures the MQTT broker inside the control plane.
+type EmbeddedBroker struct {
+	// Enabled runs it. Default true; off when external_broker_url is set.
+	Enabled *bool `yaml:"enabled"`
+	// Listen is the agents' MQTT-over-TLS address. Default ":8883". Env
+	// OUTPOST_BROKER_LISTEN.
+	Listen string `yaml:"listen"`
+	// DataDir keeps sessions and queued messages across restarts.
+	// Default /var/lib/outpost-controlplane/broker.
+	DataDir string `yaml:"data_dir"`
+	// Hostnames are the DNS names and IP addresses agents use to reach the
+	// broker, put in its TLS certificate (issued by the DMS manager CA at
+	// start and renewed while running). Always added: localhost,
+	// 127.0.0.1, ::1, this machine's hostname and public_url's host.
+	Hostnames []string `yaml:"hostnames"`
+	// MaxSessionExpiry is how long a disconnected agent's session and
+	// queued messages are kept. Default 168h.
+	MaxSessionExpiry Duration `yaml:"max_session_expiry"`
+}
+
+// EmbeddedBrokerOn reports whether the embedded broker runs.
+func (c *Config) EmbeddedBrokerOn() bool {
+	return c.Sync.ExternalBrokerURL == "" && (c.Sync.Broker.Enabled == nil || *c.Sync.Broker.Enabled)
 }
 
 // Lifecycle configures the sweeps.
@@ -198,6 +248,12 @@ func Parse(b []byte, env func(string) string) (*Config, error) {
 	if v := env("OUTPOST_ADMIN_TOKEN"); v != "" {
 		c.AdminToken = secret.Source{Value: secret.Secret(v)}
 	}
+	if v := env("OUTPOST_BROKER_LISTEN"); v != "" {
+		c.Sync.Broker.Listen = v
+	}
+	if v := env("OUTPOST_SYNC_CLIENT_ID"); v != "" {
+		c.Sync.ClientID = v
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -248,6 +304,17 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Notifications.SMTPFrom == "" {
 		c.Notifications.SMTPFrom = "outpost@localhost"
+	}
+	if c.Sync.Broker.Listen == "" {
+		c.Sync.Broker.Listen = ":8883"
+	}
+	if c.Sync.Broker.DataDir == "" {
+		c.Sync.Broker.DataDir = "/var/lib/outpost-controlplane/broker"
+	}
+	setDefault(&c.Sync.Broker.MaxSessionExpiry, 7*24*time.Hour)
+	if c.Sync.ClientID == "" {
+		h, _ := os.Hostname()
+		c.Sync.ClientID = "outpost-cp-" + h
 	}
 }
 
@@ -301,6 +368,22 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			errs = append(errs, name+": must not be negative")
 		}
+	}
+	if c.EmbeddedBrokerOn() {
+		if _, _, err := net.SplitHostPort(c.Sync.Broker.Listen); err != nil {
+			errs = append(errs, fmt.Sprintf("sync.broker.listen: %q is not host:port", c.Sync.Broker.Listen))
+		}
+		if c.Sync.Broker.MaxSessionExpiry.D() < time.Minute {
+			errs = append(errs, "sync.broker.max_session_expiry: must be at least 1m")
+		}
+	}
+	if c.Sync.ExternalBrokerURL != "" {
+		if u, err := url.Parse(c.Sync.ExternalBrokerURL); err != nil || (u.Scheme != "mqtts" && u.Scheme != "tls" && u.Scheme != "ssl") || u.Host == "" {
+			errs = append(errs, fmt.Sprintf("sync.external_broker_url: %q is not an mqtts://host:port URL (the sync link is TLS only)", c.Sync.ExternalBrokerURL))
+		}
+	}
+	if len(c.Sync.ClientID) > 64 || strings.ContainsAny(c.Sync.ClientID, "/+#") {
+		errs = append(errs, "sync.client_id: at most 64 characters, without / + #")
 	}
 	if c.CRL.DeltaValidity > c.CRL.Validity {
 		errs = append(errs, "crl.delta_validity: must not exceed crl.validity")

@@ -25,6 +25,18 @@ func TestParse(t *testing.T) {
 	if c.Database.URL != "postgres://y@db2/o" || c.Listen != "127.0.0.1:9000" {
 		t.Errorf("env overrides not applied: %+v", c)
 	}
+	if !c.EmbeddedBrokerOn() || c.Sync.Broker.Listen != ":8883" || !strings.HasPrefix(c.Sync.ClientID, "outpost-cp-") {
+		t.Errorf("sync defaults: embedded %v, %+v", c.EmbeddedBrokerOn(), c.Sync)
+	}
+	env["OUTPOST_BROKER_LISTEN"] = "127.0.0.1:18883"
+	env["OUTPOST_SYNC_CLIENT_ID"] = "cp-eu-1"
+	c, err = Parse([]byte(good+"sync:\n  external_broker_url: mqtts://broker:8883\n"), getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.EmbeddedBrokerOn() || c.Sync.Broker.Listen != "127.0.0.1:18883" || c.Sync.ClientID != "cp-eu-1" {
+		t.Errorf("external broker: embedded %v, %+v", c.EmbeddedBrokerOn(), c.Sync)
+	}
 
 	tests := []struct {
 		name, doc, want string
@@ -39,6 +51,9 @@ func TestParse(t *testing.T) {
 		{"bad listen", "version: 1\nlisten: nope\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\n", "listen:"},
 		{"bad algorithm", "version: 1\ndatabase: {url: x}\nkeystore: {key_algorithm: dsa, file: {passphrase: {value: p}}}\n", "key_algorithm"},
 		{"bad yaml", "version: [1\n", "config:"},
+		{"plain mqtt", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\nsync: {external_broker_url: \"mqtt://b:1883\"}\n", "sync.external_broker_url"},
+		{"bad broker listen", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\nsync: {broker: {listen: nope}}\n", "sync.broker.listen"},
+		{"bad client id", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\nsync: {client_id: \"a/b\"}\n", "sync.client_id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -227,10 +227,18 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: a.API.ClientCAs()}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	bctx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
+	syncLink, err := a.StartSync(bctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if syncLink != nil {
+		defer syncLink.Stop()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
 	a.RunBackground(bctx)
 	a.log.Info("control plane serving", "addr", ln.Addr().String(), "tls", a.Config.TLS.CertFile != "")
 	if ready != nil {

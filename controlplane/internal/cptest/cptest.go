@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
 	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
 	"github.com/outpost-pki/outpost/internal/secret"
@@ -32,6 +34,7 @@ type Env struct {
 	App        *cpserver.App
 	srv        *httptest.Server
 	Logs       *bytes.Buffer
+	pool       *pgxpool.Pool // Remote only
 }
 
 // Config returns a configuration for a database and key directory.

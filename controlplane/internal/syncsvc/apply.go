@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
@@ -25,8 +26,24 @@ import (
 // Applier applies up messages.
 type Applier struct {
 	Reg *registry.Registry
+	// Svc issues what records ask for (identity renewals). Without it,
+	// such records are rejected as not handled (not permanently).
+	Svc *caservice.Service
 	Now func() time.Time
 	Log *slog.Logger
+	// OnIdentityReplaced, if set, is called after a DMS's previous
+	// identity certificates were revoked because its agent installed a
+	// new one (the embedded broker drops the connection made with the old
+	// certificate, so the agent reconnects with the new one).
+	OnIdentityReplaced func(dmsID uuid.UUID)
+}
+
+// applied collects what one message's transaction produced besides acks:
+// updates for the agent and revocations to announce after the commit.
+type applied struct {
+	updates        []*syncpb.Update
+	revokedSerials []string
+	revokedCAs     []uuid.UUID
 }
 
 func (a *Applier) now() time.Time {
@@ -51,8 +68,10 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 		return nil, fmt.Errorf("sync: message %s is not an up message", env.GetMessageId())
 	}
 	ack := &syncpb.Ack{}
+	var out applied
 	err := a.Reg.Tx(ctx, func(tx pgx.Tx) error {
 		ack.RecordIds, ack.Rejections = nil, nil
+		out = applied{}
 		var status string
 		if err := tx.QueryRow(ctx, `SELECT status FROM dmss WHERE id = $1 FOR SHARE`, dmsID).Scan(&status); err != nil || status != "active" {
 			return ErrUnknownDMS
@@ -78,7 +97,7 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 		}
 		for _, rec := range up.GetRecords() {
 			kind := recordKind(rec)
-			if reason, permanent := supported(rec); reason != "" {
+			if reason, permanent := a.supported(rec); reason != "" {
 				ack.Rejections = append(ack.Rejections, &syncpb.Rejection{RecordId: rec.GetRecordId(), Reason: reason, Permanent: permanent})
 				continue
 			}
@@ -87,10 +106,14 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 				return err
 			}
 			if tag.RowsAffected() == 0 {
-				ack.RecordIds = append(ack.RecordIds, rec.GetRecordId()) // applied before: ack again
+				// Applied before: ack again, with the same answer.
+				if err := a.answerAgain(ctx, tx, dmsID, rec, &out); err != nil {
+					return err
+				}
+				ack.RecordIds = append(ack.RecordIds, rec.GetRecordId())
 				continue
 			}
-			if reason, err := a.applyRecord(ctx, tx, dmsID, rec, now); err != nil {
+			if reason, err := a.applyRecord(ctx, tx, dmsID, rec, now, &out); err != nil {
 				return err
 			} else if reason != "" {
 				// Refused for good: forget the id so a corrected record
@@ -108,7 +131,13 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 	if err != nil {
 		return nil, err
 	}
-	if len(ack.RecordIds) == 0 && len(ack.Rejections) == 0 {
+	if len(out.revokedSerials) > 0 {
+		a.Svc.RevokedAfterCommit(ctx, out.revokedCAs, out.revokedSerials)
+		if a.OnIdentityReplaced != nil {
+			a.OnIdentityReplaced(dmsID)
+		}
+	}
+	if len(ack.RecordIds) == 0 && len(ack.Rejections) == 0 && len(out.updates) == 0 {
 		return nil, nil // a heartbeat alone: nothing to answer
 	}
 	return &syncpb.Envelope{
@@ -116,7 +145,7 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 		DmsId:           dmsID.String(),
 		SentAtUnixMs:    a.now().UnixMilli(),
 		ProtocolVersion: syncproto.ProtocolVersion,
-		Body:            &syncpb.Envelope_Down{Down: &syncpb.Down{Ack: ack}},
+		Body:            &syncpb.Envelope_Down{Down: &syncpb.Down{Ack: ack, Updates: out.updates}},
 	}, nil
 }
 
@@ -140,10 +169,14 @@ func recordKind(rec *syncpb.Record) string {
 
 // supported returns a rejection for record kinds this control plane does
 // not apply yet (not permanent: a newer control plane will).
-func supported(rec *syncpb.Record) (string, bool) {
+func (a *Applier) supported(rec *syncpb.Record) (string, bool) {
 	switch rec.GetPayload().(type) {
 	case *syncpb.Record_Event, *syncpb.Record_IssuedCertificate:
 		return "", false
+	case *syncpb.Record_IdentityRenewal:
+		if a.Svc != nil {
+			return "", false
+		}
 	}
 	return "record kind " + recordKind(rec) + " is not handled by this control plane yet", false
 }
@@ -151,9 +184,16 @@ func supported(rec *syncpb.Record) (string, bool) {
 // applyRecord applies a new record in the message's transaction. A
 // non-empty reason refuses the record for good (bad content); an error
 // aborts the whole message (retried on redelivery).
-func (a *Applier) applyRecord(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, rec *syncpb.Record, now time.Time) (string, error) {
+func (a *Applier) applyRecord(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, rec *syncpb.Record, now time.Time, out *applied) (string, error) {
 	switch p := rec.GetPayload().(type) {
+	case *syncpb.Record_IdentityRenewal:
+		return a.applyIdentityRenewal(ctx, tx, dmsID, rec, p.IdentityRenewal, now, out)
 	case *syncpb.Record_Event:
+		if p.Event.GetKind() == syncproto.EventIdentityInstalled {
+			if reason, err := a.identityInstalled(ctx, tx, dmsID, p.Event, now, out); reason != "" || err != nil {
+				return reason, err
+			}
+		}
 		at := time.UnixMilli(p.Event.GetAtUnixMs())
 		if p.Event.GetAtUnixMs() == 0 {
 			at = now

@@ -20,18 +20,18 @@ func BenchmarkDrainBacklog(b *testing.B) {
 	const backlog = 100_000
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		bin := buildAgent(b)
+		bin := cptest.BuildAgent(b)
 		e := cptest.Start(b, nil)
 		m := mosquittoFor(b, e)
 		stop := startConsumer(b, e, m, "cp-bench")
 		a := newAgent(b, bin, e, m, fmt.Sprintf("gw-drain-%d", i), "keystore:\n  backend: file\n  file:\n    passphrase:\n      value: bench", nil)
-		a.run("selftest", "--records", fmt.Sprint(backlog), "--prefix", "drain")
+		a.Run("selftest", "--records", fmt.Sprint(backlog), "--prefix", "drain")
 		b.StartTimer()
 		start := time.Now()
-		a.start()
+		a.Start()
 		for {
 			var n int
-			if err := e.App.Pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_records WHERE dms_id = $1`, uuid.MustParse(a.dmsID)).Scan(&n); err != nil {
+			if err := e.App.Pool.QueryRow(context.Background(), `SELECT count(*) FROM sync_records WHERE dms_id = $1`, uuid.MustParse(a.DMSID)).Scan(&n); err != nil {
 				b.Fatal(err)
 			}
 			if n == backlog {
@@ -46,7 +46,7 @@ func BenchmarkDrainBacklog(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(backlog)/elapsed.Seconds(), "records/s")
 		stop()
-		a.kill(syscall.SIGTERM)
+		a.Kill(syscall.SIGTERM)
 		b.StartTimer()
 	}
 }
