@@ -227,6 +227,7 @@ type Record struct {
 	//	*Record_IdentityRenewal
 	//	*Record_RevocationReport
 	//	*Record_Event
+	//	*Record_ServerCertificateRequest
 	Payload       isRecord_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -337,6 +338,15 @@ func (x *Record) GetEvent() *Event {
 	return nil
 }
 
+func (x *Record) GetServerCertificateRequest() *ServerCertificateRequest {
+	if x != nil {
+		if x, ok := x.Payload.(*Record_ServerCertificateRequest); ok {
+			return x.ServerCertificateRequest
+		}
+	}
+	return nil
+}
+
 type isRecord_Payload interface {
 	isRecord_Payload()
 }
@@ -365,6 +375,10 @@ type Record_Event struct {
 	Event *Event `protobuf:"bytes,15,opt,name=event,proto3,oneof"`
 }
 
+type Record_ServerCertificateRequest struct {
+	ServerCertificateRequest *ServerCertificateRequest `protobuf:"bytes,16,opt,name=server_certificate_request,json=serverCertificateRequest,proto3,oneof"`
+}
+
 func (*Record_EnrollmentRequest) isRecord_Payload() {}
 
 func (*Record_IssuedCertificate) isRecord_Payload() {}
@@ -376,6 +390,8 @@ func (*Record_IdentityRenewal) isRecord_Payload() {}
 func (*Record_RevocationReport) isRecord_Payload() {}
 
 func (*Record_Event) isRecord_Payload() {}
+
+func (*Record_ServerCertificateRequest) isRecord_Payload() {}
 
 // EnrollmentRequest is a device CSR the agent forwards for signing (online
 // and queued modes). The answer comes back as an EnrollmentResult update.
@@ -394,8 +410,11 @@ type EnrollmentRequest struct {
 	DeviceId string `protobuf:"bytes,6,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	// When the device's request reached the agent, Unix milliseconds.
 	ReceivedAtUnixMs int64 `protobuf:"varint,7,opt,name=received_at_unix_ms,json=receivedAtUnixMs,proto3" json:"received_at_unix_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// A re-enrollment (EST simplereenroll): the serial of the certificate the
+	// device authenticated with, lowercase hex; empty for a first enrollment.
+	ReenrollSerialHex string `protobuf:"bytes,8,opt,name=reenroll_serial_hex,json=reenrollSerialHex,proto3" json:"reenroll_serial_hex,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *EnrollmentRequest) Reset() {
@@ -475,6 +494,13 @@ func (x *EnrollmentRequest) GetReceivedAtUnixMs() int64 {
 		return x.ReceivedAtUnixMs
 	}
 	return 0
+}
+
+func (x *EnrollmentRequest) GetReenrollSerialHex() string {
+	if x != nil {
+		return x.ReenrollSerialHex
+	}
+	return ""
 }
 
 // IssuedCertificate reports a certificate the agent signed offline with its
@@ -660,6 +686,55 @@ func (x *IdentityRenewal) GetCsrDer() []byte {
 	return nil
 }
 
+// ServerCertificateRequest asks for the TLS server certificate of the
+// agent's EST endpoint (first one and renewals). The answer comes back as a
+// ServerCertificate update.
+type ServerCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKCS#10 CSR, DER, at most syncproto.MaxDERSize bytes; its DNS and IP
+	// subjectAltNames are the names devices reach the agent by.
+	CsrDer        []byte `protobuf:"bytes,1,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerCertificateRequest) Reset() {
+	*x = ServerCertificateRequest{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerCertificateRequest) ProtoMessage() {}
+
+func (x *ServerCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerCertificateRequest.ProtoReflect.Descriptor instead.
+func (*ServerCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ServerCertificateRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
 // RevocationReport tells the control plane the agent revoked a certificate
 // its edge CA issued.
 type RevocationReport struct {
@@ -675,7 +750,7 @@ type RevocationReport struct {
 
 func (x *RevocationReport) Reset() {
 	*x = RevocationReport{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[7]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +762,7 @@ func (x *RevocationReport) String() string {
 func (*RevocationReport) ProtoMessage() {}
 
 func (x *RevocationReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[7]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +775,7 @@ func (x *RevocationReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationReport.ProtoReflect.Descriptor instead.
 func (*RevocationReport) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{7}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevocationReport) GetSerialHex() string {
@@ -740,7 +815,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +827,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +840,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{8}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Event) GetKind() string {
@@ -803,13 +878,21 @@ type Heartbeat struct {
 	LastSyncUnixMs int64 `protobuf:"varint,5,opt,name=last_sync_unix_ms,json=lastSyncUnixMs,proto3" json:"last_sync_unix_ms,omitempty"`
 	// The highest protocol version the agent speaks; at least the envelope's.
 	ProtocolVersion uint32 `protobuf:"varint,6,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Policy.state_digest of the policy the agent holds; empty if none. The
+	// control plane sends its policy and CA bundles when it differs.
+	PolicyDigest []byte `protobuf:"bytes,7,opt,name=policy_digest,json=policyDigest,proto3" json:"policy_digest,omitempty"`
+	// The CRLs the agent holds; the control plane sends newer ones of the
+	// DMS's authorized CAs.
+	Crls []*CRLState `protobuf:"bytes,8,rep,name=crls,proto3" json:"crls,omitempty"`
+	// Expiry of the EST server certificate, Unix milliseconds; 0 without one.
+	ServerCertNotAfterUnixMs int64 `protobuf:"varint,9,opt,name=server_cert_not_after_unix_ms,json=serverCertNotAfterUnixMs,proto3" json:"server_cert_not_after_unix_ms,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +904,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +917,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{9}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Heartbeat) GetAgentVersion() string {
@@ -879,6 +962,81 @@ func (x *Heartbeat) GetProtocolVersion() uint32 {
 	return 0
 }
 
+func (x *Heartbeat) GetPolicyDigest() []byte {
+	if x != nil {
+		return x.PolicyDigest
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetCrls() []*CRLState {
+	if x != nil {
+		return x.Crls
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetServerCertNotAfterUnixMs() int64 {
+	if x != nil {
+		return x.ServerCertNotAfterUnixMs
+	}
+	return 0
+}
+
+// CRLState names a CRL the agent holds.
+type CRLState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	CaId  string                 `protobuf:"bytes,1,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
+	// The CRL's cRLNumber (RFC 5280 5.2.3); not negative.
+	CrlNumber     int64 `protobuf:"varint,2,opt,name=crl_number,json=crlNumber,proto3" json:"crl_number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRLState) Reset() {
+	*x = CRLState{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRLState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRLState) ProtoMessage() {}
+
+func (x *CRLState) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRLState.ProtoReflect.Descriptor instead.
+func (*CRLState) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CRLState) GetCaId() string {
+	if x != nil {
+		return x.CaId
+	}
+	return ""
+}
+
+func (x *CRLState) GetCrlNumber() int64 {
+	if x != nil {
+		return x.CrlNumber
+	}
+	return 0
+}
+
 // Down carries an acknowledgement and/or updates; at least one of them.
 type Down struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -891,7 +1049,7 @@ type Down struct {
 
 func (x *Down) Reset() {
 	*x = Down{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1061,7 @@ func (x *Down) String() string {
 func (*Down) ProtoMessage() {}
 
 func (x *Down) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1074,7 @@ func (x *Down) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Down.ProtoReflect.Descriptor instead.
 func (*Down) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{10}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Down) GetAck() *Ack {
@@ -947,7 +1105,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1117,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1130,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{11}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Ack) GetRecordIds() []string {
@@ -1004,7 +1162,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1174,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1187,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{12}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rejection) GetRecordId() string {
@@ -1069,6 +1227,7 @@ type Update struct {
 	//	*Update_EnrollmentResult
 	//	*Update_EdgeCa
 	//	*Update_Identity
+	//	*Update_ServerCertificate
 	Payload       isUpdate_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1076,7 +1235,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1247,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1260,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{13}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Update) GetUpdateId() string {
@@ -1190,6 +1349,15 @@ func (x *Update) GetIdentity() *IdentityCertificate {
 	return nil
 }
 
+func (x *Update) GetServerCertificate() *ServerCertificate {
+	if x != nil {
+		if x, ok := x.Payload.(*Update_ServerCertificate); ok {
+			return x.ServerCertificate
+		}
+	}
+	return nil
+}
+
 type isUpdate_Payload interface {
 	isUpdate_Payload()
 }
@@ -1226,6 +1394,10 @@ type Update_Identity struct {
 	Identity *IdentityCertificate `protobuf:"bytes,17,opt,name=identity,proto3,oneof"`
 }
 
+type Update_ServerCertificate struct {
+	ServerCertificate *ServerCertificate `protobuf:"bytes,18,opt,name=server_certificate,json=serverCertificate,proto3,oneof"`
+}
+
 func (*Update_Policy) isUpdate_Payload() {}
 
 func (*Update_CaBundle) isUpdate_Payload() {}
@@ -1241,6 +1413,8 @@ func (*Update_EnrollmentResult) isUpdate_Payload() {}
 func (*Update_EdgeCa) isUpdate_Payload() {}
 
 func (*Update_Identity) isUpdate_Payload() {}
+
+func (*Update_ServerCertificate) isUpdate_Payload() {}
 
 // Policy is the DMS policy; a newer version replaces an older one.
 type Policy struct {
@@ -1260,14 +1434,35 @@ type Policy struct {
 	// CAs the DMS may enroll devices with.
 	AuthorizedCaIds []string `protobuf:"bytes,7,rep,name=authorized_ca_ids,json=authorizedCaIds,proto3" json:"authorized_ca_ids,omitempty"`
 	// Monotonic; the agent ignores a policy older than the one it holds.
-	Version       uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
+	// EST labels (/.well-known/est/<name>/...): each maps to a CA (one of
+	// authorized_ca_ids) and a profile. Without a label, the first
+	// authorized CA and profile apply.
+	Labels []*Label `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Validity of the delegated edge CA (local mode); 0: the control plane's
+	// default.
+	EdgeCaValiditySeconds int64 `protobuf:"varint,10,opt,name=edge_ca_validity_seconds,json=edgeCaValiditySeconds,proto3" json:"edge_ca_validity_seconds,omitempty"`
+	// Name constraints of the edge CA: DNS domains, IP ranges (CIDR),
+	// email domains (containing "@") or URI domains (prefixed "uri:").
+	EdgeNameConstraints []string `protobuf:"bytes,11,rep,name=edge_name_constraints,json=edgeNameConstraints,proto3" json:"edge_name_constraints,omitempty"`
+	// With device_auth "webhook": the URL the agent asks (HTTPS POST).
+	WebhookUrl string `protobuf:"bytes,12,opt,name=webhook_url,json=webhookUrl,proto3" json:"webhook_url,omitempty"`
+	// Online mode: how long a device waits for the control plane before
+	// its request degrades to queued; 0: the agent's default.
+	OnlineWaitMs int64 `protobuf:"varint,13,opt,name=online_wait_ms,json=onlineWaitMs,proto3" json:"online_wait_ms,omitempty"`
+	// Devices not known to the DMS may enroll and are registered on the
+	// way (just-in-time); false: only pre-registered devices.
+	JitRegistration bool `protobuf:"varint,14,opt,name=jit_registration,json=jitRegistration,proto3" json:"jit_registration,omitempty"`
+	// SHA-256 over the policy (this field empty) and the CA bundles sent with
+	// it, computed by the control plane; the agent echoes it in heartbeats.
+	StateDigest   []byte `protobuf:"bytes,15,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1474,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1487,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{14}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Policy) GetMode() string {
@@ -1351,19 +1546,136 @@ func (x *Policy) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Policy) GetLabels() []*Label {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Policy) GetEdgeCaValiditySeconds() int64 {
+	if x != nil {
+		return x.EdgeCaValiditySeconds
+	}
+	return 0
+}
+
+func (x *Policy) GetEdgeNameConstraints() []string {
+	if x != nil {
+		return x.EdgeNameConstraints
+	}
+	return nil
+}
+
+func (x *Policy) GetWebhookUrl() string {
+	if x != nil {
+		return x.WebhookUrl
+	}
+	return ""
+}
+
+func (x *Policy) GetOnlineWaitMs() int64 {
+	if x != nil {
+		return x.OnlineWaitMs
+	}
+	return 0
+}
+
+func (x *Policy) GetJitRegistration() bool {
+	if x != nil {
+		return x.JitRegistration
+	}
+	return false
+}
+
+func (x *Policy) GetStateDigest() []byte {
+	if x != nil {
+		return x.StateDigest
+	}
+	return nil
+}
+
+// Label is one EST label of a DMS policy.
+type Label struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1..64 of [A-Za-z0-9._-].
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CaId string `protobuf:"bytes,2,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
+	// Empty: the policy's profile.
+	Profile       string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Label) Reset() {
+	*x = Label{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Label) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Label) ProtoMessage() {}
+
+func (x *Label) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Label.ProtoReflect.Descriptor instead.
+func (*Label) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Label) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Label) GetCaId() string {
+	if x != nil {
+		return x.CaId
+	}
+	return ""
+}
+
+func (x *Label) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
 // CABundle is the set of CA certificates the agent serves on EST /cacerts
-// and trusts for device certificates; it replaces the previous bundle.
+// and trusts for device certificates; it replaces the previous bundle of
+// the same ca_id.
 type CABundle struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// DER, at least one, each at most syncproto.MaxDERSize bytes.
+	// DER, at least one, each at most syncproto.MaxDERSize bytes: the CA
+	// first, then its ancestors up to the root.
 	CertificateDers [][]byte `protobuf:"bytes,1,rep,name=certificate_ders,json=certificateDers,proto3" json:"certificate_ders,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The CA the bundle is for (an authorized CA of the DMS); empty in
+	// version 1 messages.
+	CaId          string `protobuf:"bytes,2,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CABundle) Reset() {
 	*x = CABundle{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1687,7 @@ func (x *CABundle) String() string {
 func (*CABundle) ProtoMessage() {}
 
 func (x *CABundle) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1700,7 @@ func (x *CABundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CABundle.ProtoReflect.Descriptor instead.
 func (*CABundle) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{15}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CABundle) GetCertificateDers() [][]byte {
@@ -1396,6 +1708,13 @@ func (x *CABundle) GetCertificateDers() [][]byte {
 		return x.CertificateDers
 	}
 	return nil
+}
+
+func (x *CABundle) GetCaId() string {
+	if x != nil {
+		return x.CaId
+	}
+	return ""
 }
 
 // CRLUpdate is a CRL the agent caches to refuse revoked devices offline.
@@ -1414,7 +1733,7 @@ type CRLUpdate struct {
 
 func (x *CRLUpdate) Reset() {
 	*x = CRLUpdate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1745,7 @@ func (x *CRLUpdate) String() string {
 func (*CRLUpdate) ProtoMessage() {}
 
 func (x *CRLUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1758,7 @@ func (x *CRLUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLUpdate.ProtoReflect.Descriptor instead.
 func (*CRLUpdate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{16}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CRLUpdate) GetCaId() string {
@@ -1478,7 +1797,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1809,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1822,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{17}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Revocation) GetSerialHex() string {
@@ -1547,7 +1866,7 @@ type RenewalIntent struct {
 
 func (x *RenewalIntent) Reset() {
 	*x = RenewalIntent{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1878,7 @@ func (x *RenewalIntent) String() string {
 func (*RenewalIntent) ProtoMessage() {}
 
 func (x *RenewalIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1891,7 @@ func (x *RenewalIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewalIntent.ProtoReflect.Descriptor instead.
 func (*RenewalIntent) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{18}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RenewalIntent) GetDeviceId() string {
@@ -1614,7 +1933,7 @@ type EnrollmentResult struct {
 
 func (x *EnrollmentResult) Reset() {
 	*x = EnrollmentResult{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1945,7 @@ func (x *EnrollmentResult) String() string {
 func (*EnrollmentResult) ProtoMessage() {}
 
 func (x *EnrollmentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1958,7 @@ func (x *EnrollmentResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentResult.ProtoReflect.Descriptor instead.
 func (*EnrollmentResult) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{19}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnrollmentResult) GetRequestId() string {
@@ -1689,7 +2008,7 @@ type EdgeCACertificate struct {
 
 func (x *EdgeCACertificate) Reset() {
 	*x = EdgeCACertificate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +2020,7 @@ func (x *EdgeCACertificate) String() string {
 func (*EdgeCACertificate) ProtoMessage() {}
 
 func (x *EdgeCACertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +2033,7 @@ func (x *EdgeCACertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeCACertificate.ProtoReflect.Descriptor instead.
 func (*EdgeCACertificate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{20}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EdgeCACertificate) GetCertificateDer() []byte {
@@ -1749,7 +2068,7 @@ type IdentityCertificate struct {
 
 func (x *IdentityCertificate) Reset() {
 	*x = IdentityCertificate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2080,7 @@ func (x *IdentityCertificate) String() string {
 func (*IdentityCertificate) ProtoMessage() {}
 
 func (x *IdentityCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2093,7 @@ func (x *IdentityCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityCertificate.ProtoReflect.Descriptor instead.
 func (*IdentityCertificate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{21}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *IdentityCertificate) GetCertificateDer() []byte {
@@ -1785,6 +2104,59 @@ func (x *IdentityCertificate) GetCertificateDer() []byte {
 }
 
 func (x *IdentityCertificate) GetChainDers() [][]byte {
+	if x != nil {
+		return x.ChainDers
+	}
+	return nil
+}
+
+// ServerCertificate answers a ServerCertificateRequest.
+type ServerCertificate struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificateDer []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	ChainDers      [][]byte               `protobuf:"bytes,2,rep,name=chain_ders,json=chainDers,proto3" json:"chain_ders,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ServerCertificate) Reset() {
+	*x = ServerCertificate{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerCertificate) ProtoMessage() {}
+
+func (x *ServerCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerCertificate.ProtoReflect.Descriptor instead.
+func (*ServerCertificate) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ServerCertificate) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
+func (x *ServerCertificate) GetChainDers() [][]byte {
 	if x != nil {
 		return x.ChainDers
 	}
@@ -1808,7 +2180,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x04body\"q\n" +
 	"\x02Up\x121\n" +
 	"\arecords\x18\x01 \x03(\v2\x17.outpost.sync.v1.RecordR\arecords\x128\n" +
-	"\theartbeat\x18\x02 \x01(\v2\x1a.outpost.sync.v1.HeartbeatR\theartbeat\"\x92\x04\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x1a.outpost.sync.v1.HeartbeatR\theartbeat\"\xfd\x04\n" +
 	"\x06Record\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12S\n" +
@@ -1818,8 +2190,9 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x0fedge_ca_request\x18\f \x01(\v2\x1e.outpost.sync.v1.EdgeCARequestH\x00R\redgeCaRequest\x12M\n" +
 	"\x10identity_renewal\x18\r \x01(\v2 .outpost.sync.v1.IdentityRenewalH\x00R\x0fidentityRenewal\x12P\n" +
 	"\x11revocation_report\x18\x0e \x01(\v2!.outpost.sync.v1.RevocationReportH\x00R\x10revocationReport\x12.\n" +
-	"\x05event\x18\x0f \x01(\v2\x16.outpost.sync.v1.EventH\x00R\x05eventB\t\n" +
-	"\apayload\"\xdc\x01\n" +
+	"\x05event\x18\x0f \x01(\v2\x16.outpost.sync.v1.EventH\x00R\x05event\x12i\n" +
+	"\x1aserver_certificate_request\x18\x10 \x01(\v2).outpost.sync.v1.ServerCertificateRequestH\x00R\x18serverCertificateRequestB\t\n" +
+	"\apayload\"\x8c\x02\n" +
 	"\x11EnrollmentRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
@@ -1828,7 +2201,8 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\aprofile\x18\x04 \x01(\tR\aprofile\x12\x13\n" +
 	"\x05ca_id\x18\x05 \x01(\tR\x04caId\x12\x1b\n" +
 	"\tdevice_id\x18\x06 \x01(\tR\bdeviceId\x12-\n" +
-	"\x13received_at_unix_ms\x18\a \x01(\x03R\x10receivedAtUnixMs\"\xb8\x01\n" +
+	"\x13received_at_unix_ms\x18\a \x01(\x03R\x10receivedAtUnixMs\x12.\n" +
+	"\x13reenroll_serial_hex\x18\b \x01(\tR\x11reenrollSerialHex\"\xb8\x01\n" +
 	"\x11IssuedCertificate\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x13\n" +
 	"\x05ca_id\x18\x02 \x01(\tR\x04caId\x12\x1b\n" +
@@ -1840,6 +2214,8 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"*\n" +
 	"\x0fIdentityRenewal\x12\x17\n" +
+	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"3\n" +
+	"\x18ServerCertificateRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"v\n" +
 	"\x10RevocationReport\x12\x1d\n" +
 	"\n" +
@@ -1851,7 +2227,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\vdetail_json\x18\x02 \x01(\tR\n" +
 	"detailJson\x12\x1c\n" +
 	"\n" +
-	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\"\x9c\x02\n" +
+	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\"\xb1\x03\n" +
 	"\tHeartbeat\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\x04R\n" +
@@ -1859,7 +2235,14 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x1aidentity_not_after_unix_ms\x18\x03 \x01(\x03R\x16identityNotAfterUnixMs\x127\n" +
 	"\x19edge_ca_not_after_unix_ms\x18\x04 \x01(\x03R\x14edgeCaNotAfterUnixMs\x12)\n" +
 	"\x11last_sync_unix_ms\x18\x05 \x01(\x03R\x0elastSyncUnixMs\x12)\n" +
-	"\x10protocol_version\x18\x06 \x01(\rR\x0fprotocolVersion\"a\n" +
+	"\x10protocol_version\x18\x06 \x01(\rR\x0fprotocolVersion\x12#\n" +
+	"\rpolicy_digest\x18\a \x01(\fR\fpolicyDigest\x12-\n" +
+	"\x04crls\x18\b \x03(\v2\x19.outpost.sync.v1.CRLStateR\x04crls\x12?\n" +
+	"\x1dserver_cert_not_after_unix_ms\x18\t \x01(\x03R\x18serverCertNotAfterUnixMs\">\n" +
+	"\bCRLState\x12\x13\n" +
+	"\x05ca_id\x18\x01 \x01(\tR\x04caId\x12\x1d\n" +
+	"\n" +
+	"crl_number\x18\x02 \x01(\x03R\tcrlNumber\"a\n" +
 	"\x04Down\x12&\n" +
 	"\x03ack\x18\x01 \x01(\v2\x14.outpost.sync.v1.AckR\x03ack\x121\n" +
 	"\aupdates\x18\x02 \x03(\v2\x17.outpost.sync.v1.UpdateR\aupdates\"`\n" +
@@ -1872,7 +2255,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\tRejection\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
-	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"\xaa\x04\n" +
+	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"\xff\x04\n" +
 	"\x06Update\x12\x1b\n" +
 	"\tupdate_id\x18\x01 \x01(\tR\bupdateId\x121\n" +
 	"\x06policy\x18\n" +
@@ -1885,8 +2268,9 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x0erenewal_intent\x18\x0e \x01(\v2\x1e.outpost.sync.v1.RenewalIntentH\x00R\rrenewalIntent\x12P\n" +
 	"\x11enrollment_result\x18\x0f \x01(\v2!.outpost.sync.v1.EnrollmentResultH\x00R\x10enrollmentResult\x12=\n" +
 	"\aedge_ca\x18\x10 \x01(\v2\".outpost.sync.v1.EdgeCACertificateH\x00R\x06edgeCa\x12B\n" +
-	"\bidentity\x18\x11 \x01(\v2$.outpost.sync.v1.IdentityCertificateH\x00R\bidentityB\t\n" +
-	"\apayload\"\xa2\x02\n" +
+	"\bidentity\x18\x11 \x01(\v2$.outpost.sync.v1.IdentityCertificateH\x00R\bidentity\x12S\n" +
+	"\x12server_certificate\x18\x12 \x01(\v2\".outpost.sync.v1.ServerCertificateH\x00R\x11serverCertificateB\t\n" +
+	"\apayload\"\xd4\x04\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1f\n" +
 	"\vdevice_auth\x18\x02 \x01(\tR\n" +
@@ -1897,9 +2281,23 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"localQuota\x12*\n" +
 	"\x11bootstrap_ca_ders\x18\x06 \x03(\fR\x0fbootstrapCaDers\x12*\n" +
 	"\x11authorized_ca_ids\x18\a \x03(\tR\x0fauthorizedCaIds\x12\x18\n" +
-	"\aversion\x18\b \x01(\x04R\aversion\"5\n" +
+	"\aversion\x18\b \x01(\x04R\aversion\x12.\n" +
+	"\x06labels\x18\t \x03(\v2\x16.outpost.sync.v1.LabelR\x06labels\x127\n" +
+	"\x18edge_ca_validity_seconds\x18\n" +
+	" \x01(\x03R\x15edgeCaValiditySeconds\x122\n" +
+	"\x15edge_name_constraints\x18\v \x03(\tR\x13edgeNameConstraints\x12\x1f\n" +
+	"\vwebhook_url\x18\f \x01(\tR\n" +
+	"webhookUrl\x12$\n" +
+	"\x0eonline_wait_ms\x18\r \x01(\x03R\fonlineWaitMs\x12)\n" +
+	"\x10jit_registration\x18\x0e \x01(\bR\x0fjitRegistration\x12!\n" +
+	"\fstate_digest\x18\x0f \x01(\fR\vstateDigest\"J\n" +
+	"\x05Label\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x13\n" +
+	"\x05ca_id\x18\x02 \x01(\tR\x04caId\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\"J\n" +
 	"\bCABundle\x12)\n" +
-	"\x10certificate_ders\x18\x01 \x03(\fR\x0fcertificateDers\"O\n" +
+	"\x10certificate_ders\x18\x01 \x03(\fR\x0fcertificateDers\x12\x13\n" +
+	"\x05ca_id\x18\x02 \x01(\tR\x04caId\"O\n" +
 	"\tCRLUpdate\x12\x13\n" +
 	"\x05ca_id\x18\x01 \x01(\tR\x04caId\x12\x17\n" +
 	"\acrl_der\x18\x02 \x01(\fR\x06crlDer\x12\x14\n" +
@@ -1932,6 +2330,10 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x13IdentityCertificate\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x1d\n" +
 	"\n" +
+	"chain_ders\x18\x02 \x03(\fR\tchainDers\"[\n" +
+	"\x11ServerCertificate\x12'\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x1d\n" +
+	"\n" +
 	"chain_ders\x18\x02 \x03(\fR\tchainDersB-Z+github.com/outpost-pki/outpost/proto/syncpbb\x06proto3"
 
 var (
@@ -1946,58 +2348,66 @@ func file_proto_syncpb_sync_proto_rawDescGZIP() []byte {
 	return file_proto_syncpb_sync_proto_rawDescData
 }
 
-var file_proto_syncpb_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_proto_syncpb_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_proto_syncpb_sync_proto_goTypes = []any{
-	(*Envelope)(nil),            // 0: outpost.sync.v1.Envelope
-	(*Up)(nil),                  // 1: outpost.sync.v1.Up
-	(*Record)(nil),              // 2: outpost.sync.v1.Record
-	(*EnrollmentRequest)(nil),   // 3: outpost.sync.v1.EnrollmentRequest
-	(*IssuedCertificate)(nil),   // 4: outpost.sync.v1.IssuedCertificate
-	(*EdgeCARequest)(nil),       // 5: outpost.sync.v1.EdgeCARequest
-	(*IdentityRenewal)(nil),     // 6: outpost.sync.v1.IdentityRenewal
-	(*RevocationReport)(nil),    // 7: outpost.sync.v1.RevocationReport
-	(*Event)(nil),               // 8: outpost.sync.v1.Event
-	(*Heartbeat)(nil),           // 9: outpost.sync.v1.Heartbeat
-	(*Down)(nil),                // 10: outpost.sync.v1.Down
-	(*Ack)(nil),                 // 11: outpost.sync.v1.Ack
-	(*Rejection)(nil),           // 12: outpost.sync.v1.Rejection
-	(*Update)(nil),              // 13: outpost.sync.v1.Update
-	(*Policy)(nil),              // 14: outpost.sync.v1.Policy
-	(*CABundle)(nil),            // 15: outpost.sync.v1.CABundle
-	(*CRLUpdate)(nil),           // 16: outpost.sync.v1.CRLUpdate
-	(*Revocation)(nil),          // 17: outpost.sync.v1.Revocation
-	(*RenewalIntent)(nil),       // 18: outpost.sync.v1.RenewalIntent
-	(*EnrollmentResult)(nil),    // 19: outpost.sync.v1.EnrollmentResult
-	(*EdgeCACertificate)(nil),   // 20: outpost.sync.v1.EdgeCACertificate
-	(*IdentityCertificate)(nil), // 21: outpost.sync.v1.IdentityCertificate
+	(*Envelope)(nil),                 // 0: outpost.sync.v1.Envelope
+	(*Up)(nil),                       // 1: outpost.sync.v1.Up
+	(*Record)(nil),                   // 2: outpost.sync.v1.Record
+	(*EnrollmentRequest)(nil),        // 3: outpost.sync.v1.EnrollmentRequest
+	(*IssuedCertificate)(nil),        // 4: outpost.sync.v1.IssuedCertificate
+	(*EdgeCARequest)(nil),            // 5: outpost.sync.v1.EdgeCARequest
+	(*IdentityRenewal)(nil),          // 6: outpost.sync.v1.IdentityRenewal
+	(*ServerCertificateRequest)(nil), // 7: outpost.sync.v1.ServerCertificateRequest
+	(*RevocationReport)(nil),         // 8: outpost.sync.v1.RevocationReport
+	(*Event)(nil),                    // 9: outpost.sync.v1.Event
+	(*Heartbeat)(nil),                // 10: outpost.sync.v1.Heartbeat
+	(*CRLState)(nil),                 // 11: outpost.sync.v1.CRLState
+	(*Down)(nil),                     // 12: outpost.sync.v1.Down
+	(*Ack)(nil),                      // 13: outpost.sync.v1.Ack
+	(*Rejection)(nil),                // 14: outpost.sync.v1.Rejection
+	(*Update)(nil),                   // 15: outpost.sync.v1.Update
+	(*Policy)(nil),                   // 16: outpost.sync.v1.Policy
+	(*Label)(nil),                    // 17: outpost.sync.v1.Label
+	(*CABundle)(nil),                 // 18: outpost.sync.v1.CABundle
+	(*CRLUpdate)(nil),                // 19: outpost.sync.v1.CRLUpdate
+	(*Revocation)(nil),               // 20: outpost.sync.v1.Revocation
+	(*RenewalIntent)(nil),            // 21: outpost.sync.v1.RenewalIntent
+	(*EnrollmentResult)(nil),         // 22: outpost.sync.v1.EnrollmentResult
+	(*EdgeCACertificate)(nil),        // 23: outpost.sync.v1.EdgeCACertificate
+	(*IdentityCertificate)(nil),      // 24: outpost.sync.v1.IdentityCertificate
+	(*ServerCertificate)(nil),        // 25: outpost.sync.v1.ServerCertificate
 }
 var file_proto_syncpb_sync_proto_depIdxs = []int32{
 	1,  // 0: outpost.sync.v1.Envelope.up:type_name -> outpost.sync.v1.Up
-	10, // 1: outpost.sync.v1.Envelope.down:type_name -> outpost.sync.v1.Down
+	12, // 1: outpost.sync.v1.Envelope.down:type_name -> outpost.sync.v1.Down
 	2,  // 2: outpost.sync.v1.Up.records:type_name -> outpost.sync.v1.Record
-	9,  // 3: outpost.sync.v1.Up.heartbeat:type_name -> outpost.sync.v1.Heartbeat
+	10, // 3: outpost.sync.v1.Up.heartbeat:type_name -> outpost.sync.v1.Heartbeat
 	3,  // 4: outpost.sync.v1.Record.enrollment_request:type_name -> outpost.sync.v1.EnrollmentRequest
 	4,  // 5: outpost.sync.v1.Record.issued_certificate:type_name -> outpost.sync.v1.IssuedCertificate
 	5,  // 6: outpost.sync.v1.Record.edge_ca_request:type_name -> outpost.sync.v1.EdgeCARequest
 	6,  // 7: outpost.sync.v1.Record.identity_renewal:type_name -> outpost.sync.v1.IdentityRenewal
-	7,  // 8: outpost.sync.v1.Record.revocation_report:type_name -> outpost.sync.v1.RevocationReport
-	8,  // 9: outpost.sync.v1.Record.event:type_name -> outpost.sync.v1.Event
-	11, // 10: outpost.sync.v1.Down.ack:type_name -> outpost.sync.v1.Ack
-	13, // 11: outpost.sync.v1.Down.updates:type_name -> outpost.sync.v1.Update
-	12, // 12: outpost.sync.v1.Ack.rejections:type_name -> outpost.sync.v1.Rejection
-	14, // 13: outpost.sync.v1.Update.policy:type_name -> outpost.sync.v1.Policy
-	15, // 14: outpost.sync.v1.Update.ca_bundle:type_name -> outpost.sync.v1.CABundle
-	16, // 15: outpost.sync.v1.Update.crl:type_name -> outpost.sync.v1.CRLUpdate
-	17, // 16: outpost.sync.v1.Update.revocation:type_name -> outpost.sync.v1.Revocation
-	18, // 17: outpost.sync.v1.Update.renewal_intent:type_name -> outpost.sync.v1.RenewalIntent
-	19, // 18: outpost.sync.v1.Update.enrollment_result:type_name -> outpost.sync.v1.EnrollmentResult
-	20, // 19: outpost.sync.v1.Update.edge_ca:type_name -> outpost.sync.v1.EdgeCACertificate
-	21, // 20: outpost.sync.v1.Update.identity:type_name -> outpost.sync.v1.IdentityCertificate
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	8,  // 8: outpost.sync.v1.Record.revocation_report:type_name -> outpost.sync.v1.RevocationReport
+	9,  // 9: outpost.sync.v1.Record.event:type_name -> outpost.sync.v1.Event
+	7,  // 10: outpost.sync.v1.Record.server_certificate_request:type_name -> outpost.sync.v1.ServerCertificateRequest
+	11, // 11: outpost.sync.v1.Heartbeat.crls:type_name -> outpost.sync.v1.CRLState
+	13, // 12: outpost.sync.v1.Down.ack:type_name -> outpost.sync.v1.Ack
+	15, // 13: outpost.sync.v1.Down.updates:type_name -> outpost.sync.v1.Update
+	14, // 14: outpost.sync.v1.Ack.rejections:type_name -> outpost.sync.v1.Rejection
+	16, // 15: outpost.sync.v1.Update.policy:type_name -> outpost.sync.v1.Policy
+	18, // 16: outpost.sync.v1.Update.ca_bundle:type_name -> outpost.sync.v1.CABundle
+	19, // 17: outpost.sync.v1.Update.crl:type_name -> outpost.sync.v1.CRLUpdate
+	20, // 18: outpost.sync.v1.Update.revocation:type_name -> outpost.sync.v1.Revocation
+	21, // 19: outpost.sync.v1.Update.renewal_intent:type_name -> outpost.sync.v1.RenewalIntent
+	22, // 20: outpost.sync.v1.Update.enrollment_result:type_name -> outpost.sync.v1.EnrollmentResult
+	23, // 21: outpost.sync.v1.Update.edge_ca:type_name -> outpost.sync.v1.EdgeCACertificate
+	24, // 22: outpost.sync.v1.Update.identity:type_name -> outpost.sync.v1.IdentityCertificate
+	25, // 23: outpost.sync.v1.Update.server_certificate:type_name -> outpost.sync.v1.ServerCertificate
+	17, // 24: outpost.sync.v1.Policy.labels:type_name -> outpost.sync.v1.Label
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_proto_syncpb_sync_proto_init() }
@@ -2016,8 +2426,9 @@ func file_proto_syncpb_sync_proto_init() {
 		(*Record_IdentityRenewal)(nil),
 		(*Record_RevocationReport)(nil),
 		(*Record_Event)(nil),
+		(*Record_ServerCertificateRequest)(nil),
 	}
-	file_proto_syncpb_sync_proto_msgTypes[13].OneofWrappers = []any{
+	file_proto_syncpb_sync_proto_msgTypes[15].OneofWrappers = []any{
 		(*Update_Policy)(nil),
 		(*Update_CaBundle)(nil),
 		(*Update_Crl)(nil),
@@ -2026,6 +2437,7 @@ func file_proto_syncpb_sync_proto_init() {
 		(*Update_EnrollmentResult)(nil),
 		(*Update_EdgeCa)(nil),
 		(*Update_Identity)(nil),
+		(*Update_ServerCertificate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2033,7 +2445,7 @@ func file_proto_syncpb_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_syncpb_sync_proto_rawDesc), len(file_proto_syncpb_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

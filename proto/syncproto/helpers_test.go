@@ -57,6 +57,9 @@ func upRecords() []*syncpb.Record {
 		{RecordId: "r-event", DeviceId: "dev-4", Payload: &syncpb.Record_Event{Event: &syncpb.Event{
 			Kind: "enroll.refused", DetailJson: `{"why":"unknown device"}`, AtUnixMs: 1794999993000,
 		}}},
+		{RecordId: "r-servercert", Payload: &syncpb.Record_ServerCertificateRequest{ServerCertificateRequest: &syncpb.ServerCertificateRequest{
+			CsrDer: csrDER,
+		}}},
 	}
 }
 
@@ -64,7 +67,8 @@ func heartbeat() *syncpb.Heartbeat {
 	return &syncpb.Heartbeat{
 		AgentVersion: "v0.4.0", QueueDepth: 6, IdentityNotAfterUnixMs: 1800000000000,
 		EdgeCaNotAfterUnixMs: 1797000000000, LastSyncUnixMs: 1794999000000,
-		ProtocolVersion: syncproto.ProtocolVersion,
+		ProtocolVersion: syncproto.ProtocolVersion, PolicyDigest: make([]byte, 32),
+		Crls: []*syncpb.CRLState{{CaId: "ca-devices", CrlNumber: 12}}, ServerCertNotAfterUnixMs: 1797000000000,
 	}
 }
 
@@ -79,9 +83,11 @@ func downUpdates() []*syncpb.Update {
 		{UpdateId: "u-policy", Payload: &syncpb.Update_Policy{Policy: &syncpb.Policy{
 			Mode: "local", DeviceAuth: "client_cert", Profile: "device", ReenrollWindowSeconds: 14 * 86400,
 			LocalQuota: 1000, BootstrapCaDers: [][]byte{caDER}, AuthorizedCaIds: []string{"ca-devices", "ca-sensors"}, Version: 7,
+			Labels: []*syncpb.Label{{Name: "line2", CaId: "ca-sensors", Profile: "sensor"}}, EdgeCaValiditySeconds: 30 * 86400,
+			EdgeNameConstraints: []string{"factory.example", "10.0.0.0/8"}, OnlineWaitMs: 5000, JitRegistration: true, StateDigest: make([]byte, 32),
 		}}},
 		{UpdateId: "u-bundle", Payload: &syncpb.Update_CaBundle{CaBundle: &syncpb.CABundle{
-			CertificateDers: [][]byte{caDER, certDER},
+			CertificateDers: [][]byte{caDER, certDER}, CaId: "ca-devices",
 		}}},
 		{UpdateId: "u-crl", Payload: &syncpb.Update_Crl{Crl: &syncpb.CRLUpdate{
 			CaId: "ca-devices", CrlDer: crlDER, Delta: true,
@@ -99,6 +105,9 @@ func downUpdates() []*syncpb.Update {
 			CertificateDer: caDER, ChainDers: [][]byte{caDER}, CaId: "edge-ca-2",
 		}}},
 		{UpdateId: "u-identity", Payload: &syncpb.Update_Identity{Identity: &syncpb.IdentityCertificate{
+			CertificateDer: certDER, ChainDers: [][]byte{caDER},
+		}}},
+		{UpdateId: "u-servercert", Payload: &syncpb.Update_ServerCertificate{ServerCertificate: &syncpb.ServerCertificate{
 			CertificateDer: certDER, ChainDers: [][]byte{caDER},
 		}}},
 	}

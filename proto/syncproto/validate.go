@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"unicode/utf8"
 
 	"github.com/outpost-pki/outpost/proto/syncpb"
@@ -96,6 +97,8 @@ func validateRecord(r *syncpb.Record, seen map[string]struct{}) error {
 		return within("revocation_report", validateRevocationReport(p.RevocationReport))
 	case *syncpb.Record_Event:
 		return within("event", validateEvent(p.Event))
+	case *syncpb.Record_ServerCertificateRequest:
+		return within("server_certificate_request", checkDER("csr_der", p.ServerCertificateRequest.GetCsrDer(), MaxDERSize))
 	}
 	return invalid("payload", "not set")
 }
@@ -108,7 +111,15 @@ func validateEnrollmentRequest(m *syncpb.EnrollmentRequest) error {
 		checkString("profile", m.GetProfile(), MaxStringLength, false),
 		checkString("ca_id", m.GetCaId(), MaxStringLength, false),
 		checkString("device_id", m.GetDeviceId(), MaxStringLength, true),
+		checkOptionalSerial("reenroll_serial_hex", m.GetReenrollSerialHex()),
 	)
+}
+
+func checkOptionalSerial(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	return checkSerial(field, s)
 }
 
 func validateIssuedCertificate(m *syncpb.IssuedCertificate) error {
@@ -160,6 +171,27 @@ func validateHeartbeat(m *syncpb.Heartbeat, version uint32) error {
 	}
 	if m.GetProtocolVersion() < version {
 		return invalid("protocol_version", "lower than the envelope's")
+	}
+	if len(m.GetPolicyDigest()) > 64 {
+		return invalid("policy_digest", "longer than 64 bytes")
+	}
+	if len(m.GetCrls()) > MaxRecordsPerMessage {
+		return invalid("crls", fmt.Sprintf("more than %d", MaxRecordsPerMessage))
+	}
+	for i, c := range m.GetCrls() {
+		if err := first(
+			checkString(fmt.Sprintf("crls[%d].ca_id", i), c.GetCaId(), MaxStringLength, true),
+			nonNegative(fmt.Sprintf("crls[%d].crl_number", i), c.GetCrlNumber()),
+		); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func nonNegative(field string, v int64) error {
+	if v < 0 {
+		return invalid(field, "negative")
 	}
 	return nil
 }
@@ -241,7 +273,10 @@ func validateUpdate(u *syncpb.Update, seen map[string]struct{}) error {
 	case *syncpb.Update_Policy:
 		return within("policy", validatePolicy(p.Policy))
 	case *syncpb.Update_CaBundle:
-		return within("ca_bundle", checkDERs("certificate_ders", p.CaBundle.GetCertificateDers(), true))
+		return within("ca_bundle", first(
+			checkDERs("certificate_ders", p.CaBundle.GetCertificateDers(), true),
+			checkString("ca_id", p.CaBundle.GetCaId(), MaxStringLength, false),
+		))
 	case *syncpb.Update_Crl:
 		return within("crl", first(
 			checkString("ca_id", p.Crl.GetCaId(), MaxStringLength, true),
@@ -270,6 +305,11 @@ func validateUpdate(u *syncpb.Update, seen map[string]struct{}) error {
 		return within("identity", first(
 			checkDER("certificate_der", p.Identity.GetCertificateDer(), MaxDERSize),
 			checkDERs("chain_ders", p.Identity.GetChainDers(), false),
+		))
+	case *syncpb.Update_ServerCertificate:
+		return within("server_certificate", first(
+			checkDER("certificate_der", p.ServerCertificate.GetCertificateDer(), MaxDERSize),
+			checkDERs("chain_ders", p.ServerCertificate.GetChainDers(), false),
 		))
 	}
 	return invalid("payload", "not set")
@@ -306,8 +346,44 @@ func validatePolicy(p *syncpb.Policy) error {
 			return err
 		}
 	}
-	return nil
+	if len(p.GetLabels()) > MaxRecordsPerMessage {
+		return invalid("labels", fmt.Sprintf("more than %d", MaxRecordsPerMessage))
+	}
+	for i, l := range p.GetLabels() {
+		f := fmt.Sprintf("labels[%d]", i)
+		if !labelRE.MatchString(l.GetName()) {
+			return invalid(f+".name", "not 1..64 of A-Z a-z 0-9 . _ -")
+		}
+		if err := first(
+			checkString(f+".ca_id", l.GetCaId(), MaxStringLength, true),
+			checkString(f+".profile", l.GetProfile(), MaxStringLength, false),
+		); err != nil {
+			return err
+		}
+	}
+	if p.GetEdgeCaValiditySeconds() < 0 {
+		return invalid("edge_ca_validity_seconds", "negative")
+	}
+	if p.GetOnlineWaitMs() < 0 {
+		return invalid("online_wait_ms", "negative")
+	}
+	if len(p.GetEdgeNameConstraints()) > MaxRecordsPerMessage {
+		return invalid("edge_name_constraints", fmt.Sprintf("more than %d", MaxRecordsPerMessage))
+	}
+	for i, c := range p.GetEdgeNameConstraints() {
+		if err := checkString(fmt.Sprintf("edge_name_constraints[%d]", i), c, MaxStringLength, true); err != nil {
+			return err
+		}
+	}
+	if len(p.GetStateDigest()) > 64 {
+		return invalid("state_digest", "longer than 64 bytes")
+	}
+	return checkString("webhook_url", p.GetWebhookUrl(), MaxStringLength, false)
 }
+
+// labelRE is an EST label (RFC 7030 3.2.2 leaves the syntax open; this is
+// what fits a URL path segment and a file name).
+var labelRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 func validateEnrollmentResult(m *syncpb.EnrollmentResult) error {
 	if err := checkID("request_id", m.GetRequestId(), true); err != nil {

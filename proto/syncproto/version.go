@@ -10,4 +10,9 @@ package syncproto
 // accepted enumeration value, a validation rule), with one dated line here:
 //
 //   - 1 (2026-11-22): first version: envelope, up records, down updates, acks, heartbeat
-const ProtocolVersion uint32 = 1
+//   - 2 (2026-11-22): EST: ServerCertificateRequest record and ServerCertificate
+//     update; Policy labels, edge CA validity and name constraints, webhook
+//     URL, online wait, just-in-time registration, state digest; CABundle.ca_id;
+//     Heartbeat policy digest, CRL numbers, EST server certificate expiry;
+//     EnrollmentRequest.reenroll_serial_hex
+const ProtocolVersion uint32 = 2
