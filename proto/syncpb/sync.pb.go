@@ -886,8 +886,12 @@ type Heartbeat struct {
 	Crls []*CRLState `protobuf:"bytes,8,rep,name=crls,proto3" json:"crls,omitempty"`
 	// Expiry of the EST server certificate, Unix milliseconds; 0 without one.
 	ServerCertNotAfterUnixMs int64 `protobuf:"varint,9,opt,name=server_cert_not_after_unix_ms,json=serverCertNotAfterUnixMs,proto3" json:"server_cert_not_after_unix_ms,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// The latest revoked_at_unix_ms of the Revocation updates the agent
+	// holds; the control plane sends the revocations of certificates of the
+	// DMS's edge CAs revoked after it.
+	RevocationsSeenUnixMs int64 `protobuf:"varint,10,opt,name=revocations_seen_unix_ms,json=revocationsSeenUnixMs,proto3" json:"revocations_seen_unix_ms,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -979,6 +983,13 @@ func (x *Heartbeat) GetCrls() []*CRLState {
 func (x *Heartbeat) GetServerCertNotAfterUnixMs() int64 {
 	if x != nil {
 		return x.ServerCertNotAfterUnixMs
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetRevocationsSeenUnixMs() int64 {
+	if x != nil {
+		return x.RevocationsSeenUnixMs
 	}
 	return 0
 }
@@ -2227,7 +2238,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\vdetail_json\x18\x02 \x01(\tR\n" +
 	"detailJson\x12\x1c\n" +
 	"\n" +
-	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\"\xb1\x03\n" +
+	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\"\xea\x03\n" +
 	"\tHeartbeat\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\x04R\n" +
@@ -2238,7 +2249,9 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x10protocol_version\x18\x06 \x01(\rR\x0fprotocolVersion\x12#\n" +
 	"\rpolicy_digest\x18\a \x01(\fR\fpolicyDigest\x12-\n" +
 	"\x04crls\x18\b \x03(\v2\x19.outpost.sync.v1.CRLStateR\x04crls\x12?\n" +
-	"\x1dserver_cert_not_after_unix_ms\x18\t \x01(\x03R\x18serverCertNotAfterUnixMs\">\n" +
+	"\x1dserver_cert_not_after_unix_ms\x18\t \x01(\x03R\x18serverCertNotAfterUnixMs\x127\n" +
+	"\x18revocations_seen_unix_ms\x18\n" +
+	" \x01(\x03R\x15revocationsSeenUnixMs\">\n" +
 	"\bCRLState\x12\x13\n" +
 	"\x05ca_id\x18\x01 \x01(\tR\x04caId\x12\x1d\n" +
 	"\n" +

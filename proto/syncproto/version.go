@@ -13,6 +13,7 @@ package syncproto
 //   - 2 (2026-11-22): EST: ServerCertificateRequest record and ServerCertificate
 //     update; Policy labels, edge CA validity and name constraints, webhook
 //     URL, online wait, just-in-time registration, state digest; CABundle.ca_id;
-//     Heartbeat policy digest, CRL numbers, EST server certificate expiry;
+//     Heartbeat policy digest, CRL numbers, EST server certificate expiry,
+//     revocations seen;
 //     EnrollmentRequest.reenroll_serial_hex
 const ProtocolVersion uint32 = 2

@@ -264,15 +264,6 @@ func (a *Agent) renewLoop(ctx context.Context) {
 // message's acks are applied, so an update is never lost to a crash
 // between the two.
 func (a *Agent) onDown(down *syncpb.Down) {
-	ctx := context.Background()
-	for _, u := range down.GetUpdates() {
-		switch p := u.GetPayload().(type) {
-		case *syncpb.Update_Identity:
-			if err := a.installIdentity(ctx, p.Identity); err != nil {
-				a.log.Error("installing the renewed identity", "update_id", u.GetUpdateId(), "err", err)
-			}
-		default:
-			a.log.Debug("down update not handled by this agent version", "update_id", u.GetUpdateId(), "kind", fmt.Sprintf("%T", p))
-		}
-	}
+	a.syncedNow()
+	a.applyUpdates(context.Background(), down.GetUpdates())
 }

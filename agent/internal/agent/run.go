@@ -24,6 +24,7 @@ import (
 	"github.com/outpost-pki/outpost/agent/internal/store"
 	"github.com/outpost-pki/outpost/agent/internal/syncclient"
 	"github.com/outpost-pki/outpost/internal/buildinfo"
+	"github.com/outpost-pki/outpost/internal/issuer"
 	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
@@ -36,9 +37,17 @@ type Status struct {
 	QueueDepth       int       `json:"queue_depth"`
 	IdentityNotAfter time.Time `json:"identity_not_after"`
 	IdentitySerial   string    `json:"identity_serial,omitempty"`
-	EdgeCANotAfter   time.Time `json:"edge_ca_not_after,omitzero"`
-	LastSync         time.Time `json:"last_sync,omitzero"`
-	Version          string    `json:"version"`
+	// Mode is the DMS policy's enrollment mode ("" before the first sync).
+	Mode string `json:"mode,omitempty"`
+	// ESTAddr is where the EST server listens ("" until it has its
+	// certificate).
+	ESTAddr            string    `json:"est_addr,omitempty"`
+	ServerCertNotAfter time.Time `json:"est_server_cert_not_after,omitzero"`
+	// LocalIssued counts local issuances since the last sync (the quota).
+	LocalIssued    int64     `json:"local_issued_since_sync"`
+	EdgeCANotAfter time.Time `json:"edge_ca_not_after,omitzero"`
+	LastSync       time.Time `json:"last_sync,omitzero"`
+	Version        string    `json:"version"`
 }
 
 // Agent is a running agent.
@@ -51,6 +60,23 @@ type Agent struct {
 	log   *slog.Logger
 	// renewMu serialises identity renewal steps.
 	renewMu sync.Mutex
+
+	// state is what the control plane pushed (policy, CA bundles, CRLs).
+	state agentState
+	// edge is the delegated edge CA (local mode), server the EST server
+	// certificate.
+	edge, server *certSlot
+	est          *estServer
+	estAddr      atomic.Value // string, once listening
+	// issuedSinceSync counts local issuances since the last message from
+	// the control plane (the local quota).
+	issuedSinceSync atomic.Int64
+	lastSyncStored  atomic.Int64
+	revocationsSeen atomic.Int64
+	waiters         waiters
+	maint           chan struct{}
+	profMu          sync.Mutex
+	profiles        map[string]*issuer.Profile
 }
 
 // identity is the identity in use (replaced by a renewal).
@@ -84,15 +110,28 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	if cfg.Sync.BrokerURL == "" {
 		return errors.New("sync.broker_url is not configured")
 	}
-	a := &Agent{cfg: cfg, ks: ks, store: st, log: log}
+	a := &Agent{cfg: cfg, ks: ks, store: st, log: log, maint: make(chan struct{}, 1)}
 	a.id.Store(id)
+	a.edge = &certSlot{a: a, name: "edge-ca", file: edgeCAFile, kvKey: kvEdgeCA}
+	a.server = &certSlot{a: a, name: "est-server", file: serverCertFile, kvKey: kvServerCert}
+	for _, s := range []*certSlot{a.edge, a.server} {
+		if err := s.load(ctx); err != nil {
+			return err
+		}
+	}
+	if err := a.loadState(); err != nil {
+		return err
+	}
+	if err := a.initQuota(); err != nil {
+		return err
+	}
 	tlsCfg, err := a.brokerTLS()
 	if err != nil {
 		return err
 	}
 	a.sync = &syncclient.Client{Store: st, DMSID: id.DMSID, BrokerURL: cfg.Sync.BrokerURL, TLS: tlsCfg, Batch: cfg.Sync.BatchSize,
 		AgentVersion: buildinfo.Version, Heartbeat: time.Duration(cfg.Sync.Heartbeat), Log: log, OnDown: a.onDown,
-		IdentityNotAfter: func() time.Time { return a.identity().Cert.NotAfter }}
+		IdentityNotAfter: func() time.Time { return a.identity().Cert.NotAfter }, HeartbeatExtra: a.fillHeartbeat}
 
 	ln, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
@@ -106,6 +145,11 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 		ready(ln.Addr().String())
 	}
 	go a.renewLoop(ctx)
+	go a.maintain(ctx)
+	if cfg.EST.Enabled() {
+		a.est = newESTServer(a)
+		go a.est.run(ctx)
+	}
 	return a.sync.Run(ctx)
 }
 
@@ -143,7 +187,21 @@ func (a *Agent) brokerTLS() (*tls.Config, error) {
 func (a *Agent) status() Status {
 	depth, _ := a.store.Depth()
 	id := a.identity()
-	return Status{DMSID: id.DMSID, Online: a.sync.Online(), QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter, IdentitySerial: id.Serial(), LastSync: a.sync.LastSync(), Version: buildinfo.Version}
+	st := Status{DMSID: id.DMSID, Online: a.sync.Online(), QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter, IdentitySerial: id.Serial(), LastSync: a.sync.LastSync(), Version: buildinfo.Version,
+		LocalIssued: a.issuedSinceSync.Load()}
+	if ps := a.state.policy.Load(); ps != nil {
+		st.Mode = ps.Policy.GetMode()
+	}
+	if v, ok := a.estAddr.Load().(string); ok {
+		st.ESTAddr = v
+	}
+	if c := a.server.current(); c != nil {
+		st.ServerCertNotAfter = c.Cert.NotAfter
+	}
+	if c := a.edge.current(); c != nil {
+		st.EdgeCANotAfter = c.Cert.NotAfter
+	}
+	return st
 }
 
 // adminHandler serves /healthz, /readyz, /metrics, /status, /queue and
@@ -188,6 +246,20 @@ func (a *Agent) adminHandler() http.Handler {
 		a.sync.Kick()
 		_, _ = w.Write([]byte("enqueued\n"))
 	})
+	mux.HandleFunc("POST /secrets", func(w http.ResponseWriter, r *http.Request) {
+		var req MintRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<20)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		creds, err := MintSecrets(a.store, req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(creds)
+	})
 	mux.HandleFunc("POST /renew-identity", func(w http.ResponseWriter, r *http.Request) {
 		msg, err := a.RenewIdentity(r.Context())
 		if err != nil {
@@ -207,6 +279,13 @@ func (a *Agent) adminHandler() http.Handler {
 		fmt.Fprintf(w, "# HELP outpost_agent_online 1 when the broker connection is up.\n# TYPE outpost_agent_online gauge\noutpost_agent_online %d\n", online)
 		fmt.Fprintf(w, "# HELP outpost_agent_outbox_depth Records waiting to reach the control plane.\n# TYPE outpost_agent_outbox_depth gauge\noutpost_agent_outbox_depth %d\n", s.QueueDepth)
 		fmt.Fprintf(w, "# HELP outpost_agent_identity_not_after_seconds Expiry of the DMS identity certificate.\n# TYPE outpost_agent_identity_not_after_seconds gauge\noutpost_agent_identity_not_after_seconds %d\n", s.IdentityNotAfter.Unix())
+		if a.est != nil {
+			a.est.stats.write(w)
+		}
+		fmt.Fprintf(w, "# HELP outpost_agent_local_issued_since_sync Certificates the edge CA issued since the last sync (local quota).\n# TYPE outpost_agent_local_issued_since_sync gauge\noutpost_agent_local_issued_since_sync %d\n", s.LocalIssued)
+		if !s.EdgeCANotAfter.IsZero() {
+			fmt.Fprintf(w, "# HELP outpost_agent_edge_ca_not_after_seconds Expiry of the edge CA certificate.\n# TYPE outpost_agent_edge_ca_not_after_seconds gauge\noutpost_agent_edge_ca_not_after_seconds %d\n", s.EdgeCANotAfter.Unix())
+		}
 		if !s.LastSync.IsZero() {
 			fmt.Fprintf(w, "# HELP outpost_agent_last_sync_seconds Last message from the control plane.\n# TYPE outpost_agent_last_sync_seconds gauge\noutpost_agent_last_sync_seconds %d\n", s.LastSync.Unix())
 		}

@@ -2,6 +2,7 @@
 package agentcmd
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -38,6 +39,7 @@ func App() cli.App {
 			{Name: "status", Summary: "show online state, queue depth, identity expiry, last sync", Run: status},
 			{Name: "queue", Summary: "list records waiting to reach the control plane", Run: queue},
 			{Name: "selftest", Summary: "send test records through the sync link (--records N)", Run: selftest},
+			{Name: "secrets", Summary: "mint one-time EST enrollment secrets (--count N | --devices a,b; prints device:secret lines once)", Run: secrets},
 			{Name: "renew-identity", Summary: "renew the DMS identity certificate now (the running agent does it by itself before expiry)", Run: renewIdentity},
 		},
 	}
@@ -272,4 +274,66 @@ func renewIdentity(_ context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintln(stdout, msg)
 	return nil
+}
+
+func secrets(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("secrets", stderr)
+	count := c.fs.Int("count", 0, "how many secrets to mint, for device ids <prefix><time>-<n>")
+	prefix := c.fs.String("prefix", "device-", "device id prefix with --count")
+	devices := c.fs.String("devices", "", "comma-separated device ids to mint for (instead of --count)")
+	label := c.fs.String("label", "", "restrict the secrets to this EST label")
+	ttl := c.fs.Duration("ttl", 0, "validity of the secrets (0: no expiry)")
+	replace := c.fs.Bool("replace", false, "replace unused secrets the devices already have")
+	out := c.fs.String("out", "", "write the device:secret lines to this file (mode 0600) instead of stdout")
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	req := agent.MintRequest{Count: *count, Prefix: *prefix, Label: *label, TTL: *ttl, Replace: *replace}
+	if *devices != "" {
+		req.DeviceIDs = strings.Split(*devices, ",")
+	}
+	creds, err := mintVia(ctx, cfg, req)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, cr := range creds {
+		fmt.Fprintf(&b, "%s:%s\n", cr.Username, cr.Password)
+	}
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(b.String()), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "minted %d enrollment secrets into %s\n", len(creds), *out)
+		return nil
+	}
+	_, err = io.WriteString(stdout, b.String())
+	return err
+}
+
+// mintVia mints through the running agent, or in the store when the agent
+// is not running.
+func mintVia(ctx context.Context, cfg *agentconfig.Config, req agent.MintRequest) ([]store.Credential, error) {
+	body, _ := json.Marshal(req)
+	hr, err := http.NewRequestWithContext(ctx, "POST", "http://"+cfg.AdminAddr+"/secrets", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(hr)
+	if err == nil {
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			return nil, fmt.Errorf("agent answered %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		}
+		var creds []store.Credential
+		return creds, json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&creds)
+	}
+	st, err := agent.OpenStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return agent.MintSecrets(st, req)
 }

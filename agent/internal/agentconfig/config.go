@@ -9,6 +9,7 @@ package agentconfig
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -38,6 +39,7 @@ type Config struct {
 	Keystore           Keystore `yaml:"keystore"`
 	Sync               Sync     `yaml:"sync"`
 	Identity           Identity `yaml:"identity"`
+	EST                EST      `yaml:"est"`
 	// AdminAddr serves /healthz, /readyz and /metrics. Default 127.0.0.1:9464.
 	AdminAddr string `yaml:"admin_addr"`
 	// LogLevel: debug, info (default), warn, error.
@@ -79,6 +81,39 @@ type Sync struct {
 	// BatchSize is the most records per message. Default 200.
 	BatchSize int `yaml:"batch_size"`
 }
+
+// EST configures the EST (RFC 7030) server devices enroll with.
+type EST struct {
+	// Listen is the HTTPS address devices use. Default ":8443"; "off"
+	// disables the EST server. Env OUTPOST_EST_LISTEN.
+	Listen string `yaml:"listen"`
+	// Hostnames are the DNS names and IP addresses devices reach the agent
+	// by, put in the EST server certificate (issued by the control plane,
+	// renewed automatically). Default: this machine's hostname, localhost,
+	// 127.0.0.1 and ::1.
+	Hostnames []string `yaml:"hostnames"`
+	// RetryAfter is what a queued enrollment answers in Retry-After.
+	// Default 30s.
+	RetryAfter Duration `yaml:"retry_after"`
+	// RatePerAddress and BurstPerAddress limit requests per client IP
+	// address (per second). Default 50 and 100; a rate of 0 is unlimited.
+	RatePerAddress  float64 `yaml:"rate_per_address"`
+	BurstPerAddress int     `yaml:"burst_per_address"`
+	// RatePerDevice and BurstPerDevice limit enrollments per device
+	// identity. Default 1 and 10.
+	RatePerDevice  float64 `yaml:"rate_per_device"`
+	BurstPerDevice int     `yaml:"burst_per_device"`
+	// CRLGrace is how long past its nextUpdate a cached CRL still decides
+	// re-enrollments; past it they are refused (fail closed) until a
+	// fresh CRL arrives. Default 24h.
+	CRLGrace Duration `yaml:"crl_grace"`
+	// DeviceValidity is the lifetime of certificates the edge CA issues
+	// in local mode, clipped to the edge CA's own. Default 2160h (90 days).
+	DeviceValidity Duration `yaml:"device_validity"`
+}
+
+// Enabled reports whether the EST server runs.
+func (e EST) Enabled() bool { return e.Listen != "off" }
 
 // Identity configures the DMS identity certificate's renewal.
 type Identity struct {
@@ -133,6 +168,33 @@ func Parse(b []byte, env func(string) string) (*Config, error) {
 	if c.Sync.BatchSize == 0 {
 		c.Sync.BatchSize = 200
 	}
+	if c.EST.Listen == "" {
+		c.EST.Listen = ":8443"
+	}
+	if v := env("OUTPOST_EST_LISTEN"); v != "" {
+		c.EST.Listen = v
+	}
+	if len(c.EST.Hostnames) == 0 {
+		c.EST.Hostnames = []string{"localhost", "127.0.0.1", "::1"}
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.EST.Hostnames = append([]string{h}, c.EST.Hostnames...)
+		}
+	}
+	if c.EST.RetryAfter == 0 {
+		c.EST.RetryAfter = Duration(30 * time.Second)
+	}
+	if c.EST.RatePerAddress == 0 && c.EST.BurstPerAddress == 0 {
+		c.EST.RatePerAddress, c.EST.BurstPerAddress = 50, 100
+	}
+	if c.EST.RatePerDevice == 0 && c.EST.BurstPerDevice == 0 {
+		c.EST.RatePerDevice, c.EST.BurstPerDevice = 1, 10
+	}
+	if c.EST.CRLGrace == 0 {
+		c.EST.CRLGrace = Duration(24 * time.Hour)
+	}
+	if c.EST.DeviceValidity == 0 {
+		c.EST.DeviceValidity = Duration(90 * 24 * time.Hour)
+	}
 	if v := env("OUTPOST_AGENT_DATA_DIR"); v != "" {
 		c.DataDir = v
 	}
@@ -172,6 +234,23 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Sprintf("keystore.backend: %q is not tpm, pkcs11 or file", c.Keystore.Backend))
+	}
+	if c.EST.Enabled() {
+		if _, _, err := net.SplitHostPort(c.EST.Listen); err != nil {
+			errs = append(errs, fmt.Sprintf("est.listen: %q is not host:port (or off)", c.EST.Listen))
+		}
+	}
+	if c.EST.RatePerAddress < 0 || c.EST.RatePerDevice < 0 || c.EST.BurstPerAddress < 0 || c.EST.BurstPerDevice < 0 {
+		errs = append(errs, "est: rates and bursts must not be negative")
+	}
+	if c.EST.RetryAfter < Duration(time.Second) || c.EST.RetryAfter > Duration(24*time.Hour) {
+		errs = append(errs, "est.retry_after: must be 1s..24h")
+	}
+	if c.EST.CRLGrace < 0 {
+		errs = append(errs, "est.crl_grace: must not be negative")
+	}
+	if c.EST.DeviceValidity < Duration(time.Hour) {
+		errs = append(errs, "est.device_validity: must be at least 1h")
 	}
 	if c.Sync.BatchSize < 1 || c.Sync.BatchSize > 500 {
 		errs = append(errs, "sync.batch_size: must be 1..500")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -88,39 +89,77 @@ func statusPrefix(st EnrollmentStatus) []byte { return append([]byte(st), 0) }
 // PutEnrollment stores e, replacing the enrollment with the same
 // RequestID, in one transaction.
 func (s *Store) PutEnrollment(e Enrollment) error {
+	if err := checkEnrollment(e); err != nil {
+		return err
+	}
+	now := s.now()
+	err := s.update(func(tx *bbolt.Tx) error { return putEnrollmentTx(tx, e, now) })
+	if err != nil {
+		return fmt.Errorf("store: put enrollment %q: %w", e.RequestID, err)
+	}
+	return nil
+}
+
+func checkEnrollment(e Enrollment) error {
 	switch {
 	case e.RequestID == "" || len(e.RequestID) > MaxRecordIDLen:
 		return fmt.Errorf("%w: enrollment request id must be 1 to %d bytes", ErrInvalidArgument, MaxRecordIDLen)
 	case !e.Status.valid():
 		return fmt.Errorf("%w: enrollment status %q", ErrInvalidArgument, e.Status)
 	}
-	now := s.now()
-	err := s.update(func(tx *bbolt.Tx) error {
-		b, idx := tx.Bucket(bucketEnrollments), tx.Bucket(bucketEnrollmentsByStatus)
-		e := e // the closure may not modify the caller's copy across retries
-		if old := b.Get([]byte(e.RequestID)); old != nil {
-			prev, err := decodeEnrollment(e.RequestID, old)
-			if err != nil {
-				return err
-			}
-			if e.CreatedAt.IsZero() {
-				e.CreatedAt = prev.CreatedAt
-			}
-			if err := idx.Delete(statusKey(prev.Status, prev.CreatedAt, prev.RequestID)); err != nil {
-				return err
-			}
-		}
-		if e.CreatedAt.IsZero() {
-			e.CreatedAt = now
-		}
-		e.UpdatedAt = now
-		if err := b.Put([]byte(e.RequestID), encodeEnrollment(e)); err != nil {
+	return nil
+}
+
+// putEnrollmentTx stores e in tx (e is a copy: the caller's survives a
+// batch retry unchanged); idempotent.
+func putEnrollmentTx(tx *bbolt.Tx, e Enrollment, now time.Time) error {
+	b, idx := tx.Bucket(bucketEnrollments), tx.Bucket(bucketEnrollmentsByStatus)
+	if old := b.Get([]byte(e.RequestID)); old != nil {
+		prev, err := decodeEnrollment(e.RequestID, old)
+		if err != nil {
 			return err
 		}
-		return idx.Put(statusKey(e.Status, e.CreatedAt, e.RequestID), nil)
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = prev.CreatedAt
+		}
+		if err := idx.Delete(statusKey(prev.Status, prev.CreatedAt, prev.RequestID)); err != nil {
+			return err
+		}
+	}
+	if e.CreatedAt.IsZero() {
+		e.CreatedAt = now
+	}
+	e.UpdatedAt = now
+	if err := b.Put([]byte(e.RequestID), encodeEnrollment(e)); err != nil {
+		return err
+	}
+	return idx.Put(statusKey(e.Status, e.CreatedAt, e.RequestID), nil)
+}
+
+// EnqueueEnrollment stores enrollment e and queues rec (its request to
+// the control plane) in one commit shared with concurrent callers: when it
+// returns nil, both are durable.
+func (s *Store) EnqueueEnrollment(ctx context.Context, e Enrollment, rec OutboxRecord) error {
+	if err := checkEnrollment(e); err != nil {
+		return err
+	}
+	if err := validateRecord(rec); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	oval := encodeOutbox(rec, now)
+	err := s.batch(func(tx *bbolt.Tx) error {
+		if err := putEnrollmentTx(tx, e, now); err != nil {
+			return err
+		}
+		_, err := enqueueTx(tx, rec.ID, oval)
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("store: put enrollment %q: %w", e.RequestID, err)
+		return fmt.Errorf("store: enqueue enrollment %q: %w", e.RequestID, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -78,26 +79,62 @@ func (s *Store) PutIssued(serial string, rec IssuedRecord) error {
 		rec.IssuedAt = s.now()
 	}
 	val := encodeIssued(rec)
-	err = s.update(func(tx *bbolt.Tx) error {
-		b, idx := tx.Bucket(bucketIssued), tx.Bucket(bucketIssuedByTime)
-		if old := b.Get([]byte(serial)); old != nil {
-			prev, err := decodeIssued(serial, old)
-			if err != nil {
-				return err
-			}
-			if err := idx.Delete(issuedTimeKey(prev.IssuedAt, serial)); err != nil {
-				return err
-			}
-		} else if _, err := addCounter(tx, keyIssuedCount, 1); err != nil {
-			return err
-		}
-		if err := b.Put([]byte(serial), val); err != nil {
-			return err
-		}
-		return idx.Put(issuedTimeKey(rec.IssuedAt, serial), nil)
-	})
+	err = s.update(func(tx *bbolt.Tx) error { return putIssuedTx(tx, serial, rec, val) })
 	if err != nil {
 		return fmt.Errorf("store: put issued %s: %w", serial, err)
+	}
+	return nil
+}
+
+// putIssuedTx stores an issued record (serial normalized, val its
+// encoding) in tx; idempotent.
+func putIssuedTx(tx *bbolt.Tx, serial string, rec IssuedRecord, val []byte) error {
+	b, idx := tx.Bucket(bucketIssued), tx.Bucket(bucketIssuedByTime)
+	if old := b.Get([]byte(serial)); old != nil {
+		prev, err := decodeIssued(serial, old)
+		if err != nil {
+			return err
+		}
+		if err := idx.Delete(issuedTimeKey(prev.IssuedAt, serial)); err != nil {
+			return err
+		}
+	} else if _, err := addCounter(tx, keyIssuedCount, 1); err != nil {
+		return err
+	}
+	if err := b.Put([]byte(serial), val); err != nil {
+		return err
+	}
+	return idx.Put(issuedTimeKey(rec.IssuedAt, serial), nil)
+}
+
+// EnqueueIssued records a certificate the agent issued (local mode) and
+// queues its record for the control plane, in one commit shared with
+// concurrent callers: when it returns nil, both are durable.
+func (s *Store) EnqueueIssued(ctx context.Context, rec OutboxRecord, serial string, issued IssuedRecord) error {
+	if err := validateRecord(rec); err != nil {
+		return err
+	}
+	serial, err := normalizeSerial(serial)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.now()
+	if issued.IssuedAt.IsZero() {
+		issued.IssuedAt = now
+	}
+	ival, oval := encodeIssued(issued), encodeOutbox(rec, now)
+	err = s.batch(func(tx *bbolt.Tx) error {
+		if err := putIssuedTx(tx, serial, issued, ival); err != nil {
+			return err
+		}
+		_, err := enqueueTx(tx, rec.ID, oval)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: enqueue issued %s: %w", serial, err)
 	}
 	return nil
 }

@@ -14,7 +14,9 @@ import (
 //   - 1 (2026-11-22): first layout; buckets meta, outbox, outbox_ids,
 //     enrollments, enrollments_by_status, inbox, policy, ca_bundles, crls,
 //     issued, issued_by_time, kv.
-const SchemaVersion = 1
+//   - 2 (2026-11-29): buckets secrets, secrets_unused (enrollment
+//     secrets) and revoked (revoked serials learnt from the control plane).
+const SchemaVersion = 2
 
 // Bucket names. The meta bucket holds the schema version and the counters
 // that make Depth and the issued count O(1).
@@ -31,6 +33,9 @@ var (
 	bucketIssued              = []byte("issued")                // serial (lowercase hex) -> issued value
 	bucketIssuedByTime        = []byte("issued_by_time")        // time key + serial -> nil
 	bucketKV                  = []byte("kv")                    // key -> value
+	bucketSecrets             = []byte("secrets")               // username -> secret value (v2)
+	bucketSecretsUnused       = []byte("secrets_unused")        // expiry key + username -> nil, unused secrets only (v2)
+	bucketRevoked             = []byte("revoked")               // CA id 0x00 serial -> revoked value (v2)
 )
 
 // allBuckets are the buckets every method may assume exist once Open has
@@ -39,7 +44,11 @@ var allBuckets = [][]byte{
 	bucketMeta, bucketOutbox, bucketOutboxIDs, bucketEnrollments,
 	bucketEnrollmentsByStatus, bucketInbox, bucketPolicy, bucketCABundles,
 	bucketCRLs, bucketIssued, bucketIssuedByTime, bucketKV,
+	bucketSecrets, bucketSecretsUnused, bucketRevoked,
 }
+
+// bucketsV2 are the buckets schema version 2 added.
+var bucketsV2 = [][]byte{bucketSecrets, bucketSecretsUnused, bucketRevoked}
 
 // Keys in the meta bucket.
 var (
@@ -56,11 +65,24 @@ var (
 // framework; append to it, never edit a released step.
 var migrations = []func(tx *bbolt.Tx) error{
 	migrateCreateV1,
+	migrateV1toV2,
 }
 
-// migrateCreateV1 creates the version 1 buckets.
+// migrateCreateV1 creates the buckets of a new file: every bucket of
+// allBuckets, so a new file has the whole current layout after this step
+// and the later steps find their buckets already there. A file written at
+// version 1 lacks the later buckets; their own steps create them.
 func migrateCreateV1(tx *bbolt.Tx) error {
-	for _, name := range allBuckets {
+	return createBuckets(tx, allBuckets)
+}
+
+// migrateV1toV2 creates the enrollment secret and revoked serial buckets.
+func migrateV1toV2(tx *bbolt.Tx) error {
+	return createBuckets(tx, bucketsV2)
+}
+
+func createBuckets(tx *bbolt.Tx, names [][]byte) error {
+	for _, name := range names {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", name, err)
 		}

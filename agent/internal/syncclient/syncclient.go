@@ -53,7 +53,10 @@ type Client struct {
 	OnDown func(*syncpb.Down)
 	// IdentityNotAfter, if set, goes into heartbeats.
 	IdentityNotAfter func() time.Time
-	Log              *slog.Logger
+	// HeartbeatExtra, if set, adds to each heartbeat (policy digest, CRL
+	// numbers, certificate expiries).
+	HeartbeatExtra func(*syncpb.Heartbeat)
+	Log            *slog.Logger
 
 	mu       sync.Mutex
 	inFlight map[string]time.Time // record id -> sent at
@@ -129,6 +132,9 @@ func (c *Client) Run(ctx context.Context) error {
 				if _, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: syncproto.DownTopic(c.DMSID), QoS: 1}}}); err != nil {
 					c.log().Warn("sync: subscribing", "err", err)
 				}
+				// A heartbeat at once: the control plane answers with the
+				// policy, CA bundles and CRLs the agent lacks.
+				c.send(ctx, cm, nil, true)
 				c.Kick()
 			}()
 		},
@@ -224,6 +230,9 @@ func (c *Client) send(ctx context.Context, cm *autopaho.ConnectionManager, recs 
 		up.Heartbeat = &syncpb.Heartbeat{AgentVersion: c.AgentVersion, QueueDepth: uint64(depth), LastSyncUnixMs: c.lastSync.Load(), ProtocolVersion: syncproto.ProtocolVersion}
 		if c.IdentityNotAfter != nil {
 			up.Heartbeat.IdentityNotAfterUnixMs = c.IdentityNotAfter().UnixMilli()
+		}
+		if c.HeartbeatExtra != nil {
+			c.HeartbeatExtra(up.Heartbeat)
 		}
 	}
 	env := &syncpb.Envelope{MessageId: syncproto.NewMessageID(), DmsId: c.DMSID, SentAtUnixMs: time.Now().UnixMilli(),

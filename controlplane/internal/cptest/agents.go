@@ -109,6 +109,13 @@ func (l *LockedBuffer) String() string {
 // environment.
 func NewAgent(t testing.TB, bin string, e *Env, b Broker, name, keystoreYAML, extra string, env []string) *Agent {
 	t.Helper()
+	return NewAgentFor(t, bin, e, b, apitypes.CreateDMSRequest{Name: name}, keystoreYAML, extra, env)
+}
+
+// NewAgentFor is NewAgent for a DMS created with req (policy, authorized
+// CAs).
+func NewAgentFor(t testing.TB, bin string, e *Env, b Broker, req apitypes.CreateDMSRequest, keystoreYAML, extra string, env []string) *Agent {
+	t.Helper()
 	dir := t.TempDir()
 	a := &Agent{t: t, bin: bin, Config: filepath.Join(dir, "config.yaml"), DataDir: filepath.Join(dir, "data"), env: env}
 	brokerCA := ""
@@ -125,7 +132,7 @@ func NewAgent(t testing.TB, bin string, e *Env, b Broker, name, keystoreYAML, ex
 		t.Fatal(err)
 	}
 	var dms apitypes.CreateDMSResponse
-	e.MustDo("POST", "/api/v1/dmss", e.AdminToken, apitypes.CreateDMSRequest{Name: name}, &dms, 201)
+	e.MustDo("POST", "/api/v1/dmss", e.AdminToken, req, &dms, 201)
 	cmd := exec.Command(bin, "bootstrap", "--config", a.Config, "--token", dms.BootstrapToken)
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -9,12 +9,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -35,6 +37,45 @@ type Env struct {
 	srv        *httptest.Server
 	Logs       *bytes.Buffer
 	pool       *pgxpool.Pool // Remote only
+	// BrokerURL is the embedded broker's mqtts:// URL once StartSync ran.
+	BrokerURL  string
+	brokerPort int
+	brokerDir  string
+	sync       *cpserver.Sync
+}
+
+// StartSync starts the embedded MQTT broker and the sync consumer of this
+// control plane (on the same port and data directory every time, so that
+// agents reconnect and sessions survive a StopSync/StartSync).
+func (e *Env) StartSync() {
+	e.t.Helper()
+	if e.sync != nil {
+		return
+	}
+	if e.brokerPort == 0 {
+		e.brokerPort = FreePort(e.t)
+		e.brokerDir = filepath.Join(e.t.TempDir(), "broker")
+	}
+	c := e.App.Config
+	c.Sync.Broker.Listen = fmt.Sprintf("127.0.0.1:%d", e.brokerPort)
+	c.Sync.Broker.DataDir = e.brokerDir
+	c.Sync.Broker.MaxSessionExpiry = cpconfig.Duration(24 * time.Hour)
+	c.Sync.ClientID = "cptest"
+	s, err := e.App.StartSync(context.Background())
+	if err != nil {
+		e.t.Fatalf("starting the sync link: %v", err)
+	}
+	e.sync = s
+	e.BrokerURL = fmt.Sprintf("mqtts://127.0.0.1:%d", e.brokerPort)
+}
+
+// StopSync stops the broker and the consumer (an uplink outage as agents
+// see it).
+func (e *Env) StopSync() {
+	if e.sync != nil {
+		e.sync.Stop()
+		e.sync = nil
+	}
 }
 
 // Config returns a configuration for a database and key directory.
@@ -85,6 +126,7 @@ func (e *Env) start() {
 
 // Stop stops the server and closes the app.
 func (e *Env) Stop() {
+	e.StopSync()
 	if e.srv != nil {
 		e.srv.Close()
 		e.srv = nil
