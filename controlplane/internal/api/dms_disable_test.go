@@ -25,7 +25,7 @@ func TestDisablingDMSRevokesIdentityAndEdgeCA(t *testing.T) {
 	var root apitypes.CA
 	e.MustDo("POST", "/api/v1/cas", admin, apitypes.CreateCARequest{Name: "edge-parent", CommonName: "Edge Parent"}, &root, 201)
 	var dms apitypes.CreateDMSResponse
-	e.MustDo("POST", "/api/v1/dmss", admin, apitypes.CreateDMSRequest{Name: "gw-edge", Policy: &apitypes.DMSPolicy{Mode: "local", LocalQuota: 10}}, &dms, 201)
+	e.MustDo("POST", "/api/v1/dmss", admin, apitypes.CreateDMSRequest{Name: "gw-edge", AuthorizedCAs: []string{root.ID}, Policy: &apitypes.DMSPolicy{Mode: "local", LocalQuota: 10}}, &dms, 201)
 	var boot apitypes.DMSBootstrapResponse
 	e.MustDo("POST", "/api/v1/dms/bootstrap", "", apitypes.DMSBootstrapRequest{Token: dms.BootstrapToken, CSRPEM: csrPEM(t, "gw")}, &boot, 200)
 	identity := parsePEM(t, boot.CertificatePEM)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -130,7 +131,12 @@ func toCert(c *registry.Certificate, withPEM bool) apitypes.Certificate {
 func toDMS(d *registry.DMS) apitypes.DMS {
 	out := apitypes.DMS{ID: d.ID.String(), Name: d.Name, Status: d.Status, CreatedAt: d.CreatedAt.UTC(), IdentityNotAfter: d.IdentityNotAfter,
 		Policy: apitypes.DMSPolicy{Mode: d.Mode, DeviceAuth: d.DeviceAuth, Profile: d.Profile, ReenrollWindowDays: int(d.ReenrollWindow / (24 * time.Hour)),
-			LocalQuota: d.LocalQuota, BootstrapCAPEMs: d.BootstrapCAPEMs}, AuthorizedCAs: []string{}}
+			LocalQuota: d.LocalQuota, BootstrapCAPEMs: d.BootstrapCAPEMs, EdgeCAValidityDays: int(d.EdgeCAValidity / (24 * time.Hour)),
+			EdgeNameConstraints: d.EdgeNameConstraints, WebhookURL: d.WebhookURL, OnlineWaitMs: new(int(d.OnlineWait.Milliseconds())),
+			JITRegistration: new(d.JITRegistration)}, AuthorizedCAs: []string{}}
+	for _, l := range d.Labels {
+		out.Policy.Labels = append(out.Policy.Labels, apitypes.DMSLabel{Name: l.Name, CAID: l.CAID.String(), Profile: l.Profile})
+	}
 	for _, ca := range d.AuthorizedCAs {
 		out.AuthorizedCAs = append(out.AuthorizedCAs, ca.String())
 	}
@@ -154,10 +160,13 @@ func toDevice(d *registry.Device) apitypes.Device {
 	return out
 }
 
-func policyFrom(p *apitypes.DMSPolicy) caservice.DMSPolicy {
+// policyFrom converts a policy from a request, defaults filled in. It
+// writes a problem and returns false for a label CA that is not an id;
+// everything else is checked by the service.
+func policyFrom(c *gin.Context, p *apitypes.DMSPolicy) (caservice.DMSPolicy, bool) {
 	out := caservice.DefaultDMSPolicy()
 	if p == nil {
-		return out
+		return out, true
 	}
 	if p.Mode != "" {
 		out.Mode = p.Mode
@@ -171,7 +180,27 @@ func policyFrom(p *apitypes.DMSPolicy) caservice.DMSPolicy {
 	out.ReenrollWindow = time.Duration(p.ReenrollWindowDays) * 24 * time.Hour
 	out.LocalQuota = p.LocalQuota
 	out.BootstrapCAPEMs = p.BootstrapCAPEMs
-	return out
+	for i, l := range p.Labels {
+		id, err := uuid.Parse(l.CAID)
+		if err != nil {
+			field := fmt.Sprintf("policy.labels[%d].ca_id", i)
+			problem(c, http.StatusBadRequest, "invalid-id", field+" must be a CA id (UUID)", field)
+			return out, false
+		}
+		out.Labels = append(out.Labels, caservice.DMSLabel{Name: l.Name, CAID: id, Profile: l.Profile})
+	}
+	if p.EdgeCAValidityDays != 0 {
+		out.EdgeCAValidity = time.Duration(p.EdgeCAValidityDays) * 24 * time.Hour
+	}
+	out.EdgeNameConstraints = p.EdgeNameConstraints
+	out.WebhookURL = p.WebhookURL
+	if p.OnlineWaitMs != nil {
+		out.OnlineWait = time.Duration(*p.OnlineWaitMs) * time.Millisecond
+	}
+	if p.JITRegistration != nil {
+		out.JITRegistration = *p.JITRegistration
+	}
+	return out, true
 }
 
 func uuids(c *gin.Context, field string, in []string) ([]uuid.UUID, bool) {
@@ -517,7 +546,11 @@ func (s *Server) createDMS(c *gin.Context) {
 	if req.TokenTTLHours != 0 {
 		ttl = time.Duration(req.TokenTTLHours) * time.Hour
 	}
-	d, tok, exp, err := s.svc.CreateDMS(c, actorOf(c), req.Name, policyFrom(req.Policy), cas, ttl)
+	pol, ok := policyFrom(c, req.Policy)
+	if !ok {
+		return
+	}
+	d, tok, exp, err := s.svc.CreateDMS(c, actorOf(c), req.Name, pol, cas, ttl)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -537,7 +570,10 @@ func (s *Server) updateDMS(c *gin.Context) {
 	}
 	var pol *caservice.DMSPolicy
 	if req.Policy != nil {
-		p := policyFrom(req.Policy)
+		p, ok := policyFrom(c, req.Policy)
+		if !ok {
+			return
+		}
 		pol = &p
 	}
 	var cas *[]uuid.UUID

@@ -134,7 +134,9 @@ type DMS struct {
 	QueueDepth   int64      `json:"queue_depth"`
 }
 
-// DMSPolicy is the enrollment policy of a DMS.
+// DMSPolicy is the enrollment policy of a DMS. Its agent receives it over
+// the sync link. A PATCH replaces it whole; absent fields take their
+// defaults.
 type DMSPolicy struct {
 	Mode               string   `json:"mode"`        // online | queued | local
 	DeviceAuth         string   `json:"device_auth"` // client_cert | basic_secret | webhook
@@ -142,6 +144,37 @@ type DMSPolicy struct {
 	ReenrollWindowDays int      `json:"reenroll_window_days"`
 	LocalQuota         int      `json:"local_quota"`
 	BootstrapCAPEMs    []string `json:"bootstrap_ca_pems,omitempty"`
+	// Labels are the EST labels (/.well-known/est/<name>/...), each
+	// mapping to one of the DMS's authorized CAs.
+	Labels []DMSLabel `json:"labels,omitempty"`
+	// EdgeCAValidityDays is the lifetime of the delegated edge CA (local
+	// mode): 1 to 3650; 0 or absent: 30.
+	EdgeCAValidityDays int `json:"edge_ca_validity_days,omitempty"`
+	// EdgeNameConstraints are the names the edge CA may certify: DNS
+	// domains ("line1.example"), IP ranges ("10.1.0.0/16"), email
+	// domains or mailboxes (with "@": "@example.com") and URI domains
+	// ("uri:example.com"). Empty in local mode: the DNS domain "local".
+	EdgeNameConstraints []string `json:"edge_name_constraints,omitempty"`
+	// WebhookURL is the HTTPS URL the agent asks to authenticate devices;
+	// required with device_auth "webhook".
+	WebhookURL string `json:"webhook_url,omitempty"`
+	// OnlineWaitMs is how long a device waits for the control plane in
+	// online mode before its request is queued: 0 to 60000; absent: 5000.
+	OnlineWaitMs *int `json:"online_wait_ms,omitempty"`
+	// JITRegistration lets unknown devices enroll, registering them to
+	// the DMS (just in time); absent: true.
+	JITRegistration *bool `json:"jit_registration,omitempty"`
+}
+
+// DMSLabel is one EST label of a DMS policy.
+type DMSLabel struct {
+	// Name is 1 to 64 of A-Z a-z 0-9 . _ -, unique in the policy.
+	Name string `json:"name"`
+	// CAID is the CA that signs under the label: one of the DMS's
+	// authorized CAs.
+	CAID string `json:"ca_id"`
+	// Profile is the issuance profile; empty: the policy's.
+	Profile string `json:"profile,omitempty"`
 }
 
 // CreateDMSRequest creates a DMS.

@@ -3,6 +3,10 @@ package caservice
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +18,8 @@ import (
 	"github.com/outpost-pki/outpost/internal/csrcheck"
 )
 
-// DMSPolicy is the enrollment policy of a DMS.
+// DMSPolicy is the enrollment policy of a DMS. The agent receives it over
+// the sync link (syncpb.Policy) whenever it changes.
 type DMSPolicy struct {
 	Mode            string
 	DeviceAuth      string
@@ -22,12 +27,85 @@ type DMSPolicy struct {
 	ReenrollWindow  time.Duration
 	LocalQuota      int
 	BootstrapCAPEMs []string
+	// Labels are the EST labels (/.well-known/est/<name>/...), each
+	// mapping to one of the DMS's authorized CAs and, optionally, a
+	// profile other than Profile.
+	Labels []DMSLabel
+	// EdgeCAValidity is the lifetime of the delegated edge CA (local
+	// mode), in whole days: 1 to 3650, default 30.
+	EdgeCAValidity time.Duration
+	// EdgeNameConstraints are the permitted names of the edge CA: DNS
+	// domains ("line1.example", ".line1.example"), IP ranges in CIDR
+	// ("10.1.0.0/16"), email domains or mailboxes (containing "@":
+	// "@example.com", "ops@example.com") and URI domains ("uri:" +
+	// domain). Empty in local mode: the DNS domain "local".
+	EdgeNameConstraints []string
+	// WebhookURL is the HTTPS URL the agent asks to authenticate devices;
+	// required with DeviceAuth "webhook".
+	WebhookURL string
+	// OnlineWait is how long a device's request waits for the control
+	// plane in online mode before it degrades to queued: 0 to 60 s,
+	// default 5 s.
+	OnlineWait time.Duration
+	// JITRegistration lets devices the registry does not know enroll
+	// (they are registered to the DMS on the way); default true.
+	JITRegistration bool
 }
+
+// DMSLabel is one EST label of a DMS policy.
+type DMSLabel struct {
+	Name string
+	// CAID is the CA that signs under the label: one of the DMS's
+	// authorized CAs.
+	CAID uuid.UUID
+	// Profile is the issuance profile; empty: the policy's.
+	Profile string
+}
+
+// Policy limits.
+const (
+	DefaultEdgeCAValidity = 30 * 24 * time.Hour
+	MaxEdgeCAValidity     = 3650 * 24 * time.Hour
+	DefaultOnlineWait     = 5 * time.Second
+	MaxOnlineWait         = 60 * time.Second
+	// MaxDMSLabels and MaxEdgeNameConstraints keep a policy small enough
+	// to travel in one sync message with room to spare.
+	MaxDMSLabels           = 100
+	MaxEdgeNameConstraints = 64
+	// maxPolicyString is syncproto.MaxStringLength: every string of the
+	// policy travels in a sync message.
+	maxPolicyString = 256
+)
 
 // DefaultDMSPolicy is the policy of a DMS created without one.
 func DefaultDMSPolicy() DMSPolicy {
-	return DMSPolicy{Mode: "queued", DeviceAuth: "client_cert", Profile: "device", ReenrollWindow: 14 * 24 * time.Hour}
+	return DMSPolicy{Mode: "queued", DeviceAuth: "client_cert", Profile: "device", ReenrollWindow: 14 * 24 * time.Hour,
+		EdgeCAValidity: DefaultEdgeCAValidity, OnlineWait: DefaultOnlineWait, JITRegistration: true}
 }
+
+// PolicyOf returns the policy stored with a DMS.
+func PolicyOf(d *registry.DMS) DMSPolicy {
+	p := DMSPolicy{Mode: d.Mode, DeviceAuth: d.DeviceAuth, Profile: d.Profile, ReenrollWindow: d.ReenrollWindow, LocalQuota: d.LocalQuota,
+		BootstrapCAPEMs: d.BootstrapCAPEMs, EdgeCAValidity: d.EdgeCAValidity, EdgeNameConstraints: d.EdgeNameConstraints,
+		WebhookURL: d.WebhookURL, OnlineWait: d.OnlineWait, JITRegistration: d.JITRegistration}
+	for _, l := range d.Labels {
+		p.Labels = append(p.Labels, DMSLabel{Name: l.Name, CAID: l.CAID, Profile: l.Profile})
+	}
+	return p
+}
+
+// EffectiveNameConstraints returns the edge CA's name constraints: the
+// configured ones, or in local mode without any the DNS domain "local".
+func (p DMSPolicy) EffectiveNameConstraints() []string {
+	if len(p.EdgeNameConstraints) == 0 && p.Mode == "local" {
+		return []string{"local"}
+	}
+	return p.EdgeNameConstraints
+}
+
+// labelRE is an EST label: what fits a URL path segment (RFC 7030 3.2.2
+// leaves the syntax open); the sync protocol checks the same.
+var labelRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 func (p DMSPolicy) validate() error {
 	switch p.Mode {
@@ -39,6 +117,9 @@ func (p DMSPolicy) validate() error {
 	case "client_cert", "basic_secret", "webhook":
 	default:
 		return invalid("policy.device_auth", "device_auth %q is not one of client_cert, basic_secret, webhook", p.DeviceAuth)
+	}
+	if len(p.Profile) > maxPolicyString {
+		return invalid("policy.profile", "profile must be at most %d characters", maxPolicyString)
 	}
 	if p.ReenrollWindow < 0 || p.ReenrollWindow > 3650*24*time.Hour {
 		return invalid("policy.reenroll_window_days", "reenroll_window_days must be between 0 and 3650")
@@ -54,11 +135,111 @@ func (p DMSPolicy) validate() error {
 			return invalid("policy.bootstrap_ca_pems", "a bootstrap CA is not a PEM certificate: %v", err)
 		}
 	}
+	if p.EdgeCAValidity < 24*time.Hour || p.EdgeCAValidity > MaxEdgeCAValidity || p.EdgeCAValidity%(24*time.Hour) != 0 {
+		return invalid("policy.edge_ca_validity_days", "edge_ca_validity_days must be between 1 and 3650")
+	}
+	if len(p.EdgeNameConstraints) > MaxEdgeNameConstraints {
+		return invalid("policy.edge_name_constraints", "at most %d edge name constraints", MaxEdgeNameConstraints)
+	}
+	for i, c := range p.EdgeNameConstraints {
+		if _, err := parseNameConstraint(c); err != nil {
+			return invalid(fmt.Sprintf("policy.edge_name_constraints[%d]", i), "edge name constraint %q: %v", truncateText(c, 80), err)
+		}
+	}
+	if p.WebhookURL != "" {
+		if err := checkWebhookURL(p.WebhookURL); err != nil {
+			return invalid("policy.webhook_url", "webhook_url %v", err)
+		}
+	} else if p.DeviceAuth == "webhook" {
+		return invalid("policy.webhook_url", "device_auth webhook needs a webhook_url (the HTTPS URL the agent asks)")
+	}
+	if p.OnlineWait < 0 || p.OnlineWait > MaxOnlineWait {
+		return invalid("policy.online_wait_ms", "online_wait_ms must be between 0 and 60000")
+	}
+	if len(p.Labels) > MaxDMSLabels {
+		return invalid("policy.labels", "at most %d labels", MaxDMSLabels)
+	}
+	seen := map[string]bool{}
+	for i, l := range p.Labels {
+		f := fmt.Sprintf("policy.labels[%d]", i)
+		if !labelRE.MatchString(l.Name) {
+			return invalid(f+".name", "label name %q must be 1 to 64 of A-Z a-z 0-9 . _ -", truncateText(l.Name, 80))
+		}
+		if seen[l.Name] {
+			return invalid(f+".name", "label %q is given twice", l.Name)
+		}
+		seen[l.Name] = true
+		if len(l.Profile) > maxPolicyString {
+			return invalid(f+".profile", "profile must be at most %d characters", maxPolicyString)
+		}
+	}
 	return nil
 }
 
+// checkPolicy validates p for a DMS whose authorized CAs are cas (already
+// known to exist): p itself, each label's CA among cas and its profile
+// known, and in local mode at least one CA (the edge CA's parent).
+func (s *Service) checkPolicy(p DMSPolicy, cas []uuid.UUID) error {
+	if err := p.validate(); err != nil {
+		return err
+	}
+	for i, l := range p.Labels {
+		if !slices.Contains(cas, l.CAID) {
+			return invalid(fmt.Sprintf("policy.labels[%d].ca_id", i), "label %q names CA %s, which is not one of the DMS's authorized_cas", l.Name, l.CAID)
+		}
+		if l.Profile != "" {
+			if _, err := s.profile(l.Profile); err != nil {
+				return invalid(fmt.Sprintf("policy.labels[%d].profile", i), "label %q: unknown profile %q", l.Name, l.Profile)
+			}
+		}
+	}
+	if p.Mode == "local" && len(cas) == 0 {
+		return invalid("authorized_cas", "local mode needs at least one authorized CA: the first one certifies the gateway's edge CA")
+	}
+	return nil
+}
+
+// withDefaults fills in what an empty field means, so the stored policy
+// is the one in force.
+func (p DMSPolicy) withDefaults() DMSPolicy {
+	p.EdgeNameConstraints = p.EffectiveNameConstraints()
+	return p
+}
+
+func checkWebhookURL(s string) error {
+	if len(s) > maxPolicyString {
+		return fmt.Errorf("must be at most %d characters", maxPolicyString)
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return errors.New("is not a URL")
+	case u.Scheme != "https":
+		return errors.New("must be an https URL")
+	case u.Host == "" || u.Hostname() == "":
+		return errors.New("has no host")
+	case u.User != nil:
+		return errors.New("must not carry credentials")
+	case u.Fragment != "":
+		return errors.New("must not have a fragment")
+	}
+	return nil
+}
+
+func truncateText(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
 func (s *Service) checkCAs(ctx context.Context, q *registry.Queries, ids []uuid.UUID) error {
+	seen := map[uuid.UUID]bool{}
 	for _, id := range ids {
+		if seen[id] {
+			return invalid("authorized_cas", "CA %s is listed twice", id)
+		}
+		seen[id] = true
 		if _, err := q.GetCA(ctx, id); errors.Is(err, registry.ErrNotFound) {
 			return invalid("authorized_cas", "CA %s does not exist", id)
 		} else if err != nil {
@@ -74,9 +255,10 @@ func (s *Service) CreateDMS(ctx context.Context, actor Actor, name string, p DMS
 	if strings.TrimSpace(name) == "" {
 		return nil, "", time.Time{}, invalid("name", "name is required")
 	}
-	if err := p.validate(); err != nil {
+	if err := s.checkPolicy(p, cas); err != nil {
 		return nil, "", time.Time{}, err
 	}
+	p = p.withDefaults()
 	if ttl <= 0 || ttl > 30*24*time.Hour {
 		return nil, "", time.Time{}, invalid("token_ttl_hours", "token_ttl_hours must be between 1 and 720")
 	}
@@ -92,8 +274,8 @@ func (s *Service) CreateDMS(ctx context.Context, actor Actor, name string, p DMS
 			return err
 		}
 		now := s.now()
-		d := &registry.DMS{ID: uuid.New(), Name: name, Status: "pending", Mode: p.Mode, DeviceAuth: p.DeviceAuth, Profile: p.Profile,
-			ReenrollWindow: p.ReenrollWindow, LocalQuota: p.LocalQuota, BootstrapCAPEMs: p.BootstrapCAPEMs, AuthorizedCAs: cas}
+		d := &registry.DMS{ID: uuid.New(), Name: name, Status: "pending", AuthorizedCAs: cas}
+		setPolicy(d, p)
 		if err := q.InsertDMS(ctx, d); err != nil {
 			if errors.Is(err, registry.ErrConflict) {
 				return conflict("a DMS named %q already exists", name)
@@ -128,11 +310,11 @@ func (s *Service) UpdateDMS(ctx context.Context, actor Actor, id uuid.UUID, p *D
 		if err != nil {
 			return err
 		}
+		// Check the result as a whole: new CAs against the labels of the
+		// policy kept, a new policy against the CAs kept.
+		pol := PolicyOf(d)
 		if p != nil {
-			if err := p.validate(); err != nil {
-				return err
-			}
-			d.Mode, d.DeviceAuth, d.Profile, d.ReenrollWindow, d.LocalQuota, d.BootstrapCAPEMs = p.Mode, p.DeviceAuth, p.Profile, p.ReenrollWindow, p.LocalQuota, p.BootstrapCAPEMs
+			pol = *p
 		}
 		if cas != nil {
 			if err := s.checkCAs(ctx, q, *cas); err != nil {
@@ -140,6 +322,10 @@ func (s *Service) UpdateDMS(ctx context.Context, actor Actor, id uuid.UUID, p *D
 			}
 			d.AuthorizedCAs = *cas
 		}
+		if err := s.checkPolicy(pol, d.AuthorizedCAs); err != nil {
+			return err
+		}
+		setPolicy(d, pol.withDefaults())
 		if err := q.UpdateDMS(ctx, d); err != nil {
 			return err
 		}
@@ -154,6 +340,16 @@ func (s *Service) UpdateDMS(ctx context.Context, actor Actor, id uuid.UUID, p *D
 		return err
 	})
 	return out, err
+}
+
+// setPolicy copies p into d's policy fields.
+func setPolicy(d *registry.DMS, p DMSPolicy) {
+	d.Mode, d.DeviceAuth, d.Profile, d.ReenrollWindow, d.LocalQuota, d.BootstrapCAPEMs = p.Mode, p.DeviceAuth, p.Profile, p.ReenrollWindow, p.LocalQuota, p.BootstrapCAPEMs
+	d.EdgeCAValidity, d.EdgeNameConstraints, d.WebhookURL, d.OnlineWait, d.JITRegistration = p.EdgeCAValidity, p.EdgeNameConstraints, p.WebhookURL, p.OnlineWait, p.JITRegistration
+	d.Labels = nil
+	for _, l := range p.Labels {
+		d.Labels = append(d.Labels, registry.DMSLabel{Name: l.Name, CAID: l.CAID, Profile: l.Profile})
+	}
 }
 
 // DisableDMS disables a DMS: its identity is no longer accepted, and in

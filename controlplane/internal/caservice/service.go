@@ -472,7 +472,39 @@ type IssueRequest struct {
 // Issue validates the CSR, signs it with the CA under the profile, and
 // records the certificate (and the device slot) with its audit row.
 func (s *Service) Issue(ctx context.Context, actor Actor, r IssueRequest) (*registry.Certificate, error) {
-	csr, err := csrcheck.ParsePEMOrDER(r.CSR, csrcheck.DefaultPolicy())
+	csr, err := parseIssueCSR(r.CSR)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.profile(r.Profile); err != nil {
+		return nil, err
+	}
+	var out *registry.Certificate
+	err = s.Reg.Tx(ctx, func(tx pgx.Tx) error {
+		rec, _, err := s.issueTx(ctx, tx, actor, r, csr, s.now())
+		out = rec
+		return err
+	})
+	return out, err
+}
+
+// IssueTx is Issue inside the caller's transaction, at time now: it
+// signs, records the certificate, puts it into the device's slot with a
+// "certificate.issued" device event, and appends the audit row. It
+// returns the certificate and the CA that signed it. A refusal is an
+// *Error (invalid: the CSR, the profile, an unknown device; conflict: the
+// CA cannot sign, the device is decommissioned); other errors abort the
+// transaction.
+func (s *Service) IssueTx(ctx context.Context, tx pgx.Tx, actor Actor, r IssueRequest, now time.Time) (*registry.Certificate, *registry.CA, error) {
+	csr, err := parseIssueCSR(r.CSR)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.issueTx(ctx, tx, actor, r, csr, now)
+}
+
+func parseIssueCSR(b []byte) (*x509.CertificateRequest, error) {
+	csr, err := csrcheck.ParsePEMOrDER(b, csrcheck.DefaultPolicy())
 	if err != nil {
 		var ce *csrcheck.Error
 		if errors.As(err, &ce) {
@@ -480,68 +512,66 @@ func (s *Service) Issue(ctx context.Context, actor Actor, r IssueRequest) (*regi
 		}
 		return nil, invalid("csr_pem", "the CSR could not be read")
 	}
+	return csr, nil
+}
+
+func (s *Service) issueTx(ctx context.Context, tx pgx.Tx, actor Actor, r IssueRequest, csr *x509.CertificateRequest, now time.Time) (*registry.Certificate, *registry.CA, error) {
 	prof, err := s.profile(r.Profile)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out *registry.Certificate
-	err = s.Reg.Tx(ctx, func(tx pgx.Tx) error {
-		q := registry.On(tx)
-		ca, key, err := s.activeCAWithKey(ctx, q, r.CAID, "ca_id")
-		if err != nil {
-			return err
+	q := registry.On(tx)
+	ca, key, err := s.activeCAWithKey(ctx, q, r.CAID, "ca_id")
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.DeviceID != "" {
+		d, err := q.LockDevice(ctx, r.DeviceID)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil, nil, invalid("device_id", "device %q is not registered", r.DeviceID)
+		} else if err != nil {
+			return nil, nil, err
 		}
-		if r.DeviceID != "" {
-			d, err := q.LockDevice(ctx, r.DeviceID)
-			if errors.Is(err, registry.ErrNotFound) {
-				return invalid("device_id", "device %q is not registered", r.DeviceID)
-			} else if err != nil {
-				return err
-			}
-			if d.Status == "decommissioned" {
-				return conflict("device %q is decommissioned", r.DeviceID)
-			}
+		if d.Status == "decommissioned" {
+			return nil, nil, conflict("device %q is decommissioned", r.DeviceID)
 		}
-		if r.DMSID != nil {
-			if _, err := q.GetDMS(ctx, *r.DMSID); errors.Is(err, registry.ErrNotFound) {
-				return invalid("dms_id", "DMS %s does not exist", r.DMSID)
-			} else if err != nil {
-				return err
-			}
+	}
+	if r.DMSID != nil {
+		if _, err := q.GetDMS(ctx, *r.DMSID); errors.Is(err, registry.ErrNotFound) {
+			return nil, nil, invalid("dms_id", "DMS %s does not exist", r.DMSID)
+		} else if err != nil {
+			return nil, nil, err
 		}
-		caCert, err := x509.ParseCertificate(ca.CertDER)
-		if err != nil {
-			return err
+	}
+	caCert, err := x509.ParseCertificate(ca.CertDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	iss := &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}
+	cert, err := iss.Issue(csr, s.withURLs(prof, ca.ID), issuer.Request{DeviceID: r.DeviceID})
+	if err != nil {
+		var ie *issuer.Error
+		if errors.As(err, &ie) && ie.Reason.ClientFault() {
+			return nil, nil, &Error{Kind: KindInvalid, Field: "csr_pem", Message: ie.Public(), Err: err}
 		}
-		now := s.now()
-		iss := &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}
-		cert, err := iss.Issue(csr, s.withURLs(prof, ca.ID), issuer.Request{DeviceID: r.DeviceID})
-		if err != nil {
-			var ie *issuer.Error
-			if errors.As(err, &ie) && ie.Reason.ClientFault() {
-				return &Error{Kind: KindInvalid, Field: "csr_pem", Message: ie.Public(), Err: err}
-			}
-			return err
+		return nil, nil, err
+	}
+	rec := recordFor(cert, ca.ID, prof.Name, r.DeviceID, r.DMSID)
+	if err := q.InsertCertificate(ctx, rec); err != nil {
+		return nil, nil, err
+	}
+	if r.DeviceID != "" {
+		if err := q.AddToSlot(ctx, r.DeviceID, ca.ID, rec.Serial); err != nil {
+			return nil, nil, err
 		}
-		rec := recordFor(cert, ca.ID, prof.Name, r.DeviceID, r.DMSID)
-		if err := q.InsertCertificate(ctx, rec); err != nil {
-			return err
+		if err := q.AddEvent(ctx, &registry.Event{DeviceID: &r.DeviceID, DMSID: r.DMSID, CAID: &ca.ID, Kind: "certificate.issued", Detail: map[string]any{"serial": rec.Serial, "ca_id": ca.ID.String()}}); err != nil {
+			return nil, nil, err
 		}
-		if r.DeviceID != "" {
-			if err := q.AddToSlot(ctx, r.DeviceID, ca.ID, rec.Serial); err != nil {
-				return err
-			}
-			if err := q.AddEvent(ctx, &registry.Event{DeviceID: &r.DeviceID, DMSID: r.DMSID, CAID: &ca.ID, Kind: "certificate.issued", Detail: map[string]any{"serial": rec.Serial, "ca_id": ca.ID.String()}}); err != nil {
-				return err
-			}
-		}
-		if _, err := audit.Append(ctx, tx, now, string(actor), "certificate.issue", rec.Serial, map[string]any{"ca_id": ca.ID.String(), "profile": prof.Name, "device_id": r.DeviceID}); err != nil {
-			return err
-		}
-		out = rec
-		return nil
-	})
-	return out, err
+	}
+	if _, err := audit.Append(ctx, tx, now, string(actor), "certificate.issue", rec.Serial, map[string]any{"ca_id": ca.ID.String(), "profile": prof.Name, "device_id": r.DeviceID}); err != nil {
+		return nil, nil, err
+	}
+	return rec, ca, nil
 }
 
 func recordFor(cert *x509.Certificate, caID uuid.UUID, profile, deviceID string, dmsID *uuid.UUID) *registry.Certificate {

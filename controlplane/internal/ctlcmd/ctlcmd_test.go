@@ -355,6 +355,36 @@ func TestDMSUpdateKeepsUnsetFields(t *testing.T) {
 	}
 }
 
+func TestDMSUpdatePolicyV2Flags(t *testing.T) {
+	f, srv := newFakeAPI(t)
+	f.dms = apitypes.DMS{ID: "d1", Name: "line-3", Status: "active", AuthorizedCAs: []string{"ca1", "ca2"},
+		Policy: apitypes.DMSPolicy{Mode: "online", DeviceAuth: "client_cert", Profile: "device", ReenrollWindowDays: 30,
+			EdgeCAValidityDays: 30, OnlineWaitMs: new(5000), JITRegistration: new(true)}}
+
+	code, _, stderr := runCtl(t, apiEnv(t, srv.URL), "dms", "update", "d1", "--label", "sensors=ca2:device", "--label", "gw=ca1",
+		"--edge-ca-validity-days", "7", "--edge-name-constraint", "line1.example", "--edge-name-constraint", "10.1.0.0/16",
+		"--device-auth", "webhook", "--webhook-url", "https://auth.example/", "--online-wait-ms", "0", "--jit-registration=false")
+	if code != cli.ExitOK {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	want := apitypes.DMSPolicy{Mode: "online", DeviceAuth: "webhook", Profile: "device", ReenrollWindowDays: 30,
+		Labels:             []apitypes.DMSLabel{{Name: "sensors", CAID: "ca2", Profile: "device"}, {Name: "gw", CAID: "ca1"}},
+		EdgeCAValidityDays: 7, EdgeNameConstraints: []string{"line1.example", "10.1.0.0/16"}, WebhookURL: "https://auth.example/",
+		OnlineWaitMs: new(0), JITRegistration: new(false)}
+	if f.patched == nil || f.patched.Policy == nil || !equalPolicy(*f.patched.Policy, want) {
+		t.Fatalf("got PATCH %+v, want policy %+v", f.patched, want)
+	}
+	code, stdout, _ := runCtl(t, apiEnv(t, srv.URL), "dms", "get", "d1")
+	for _, line := range []string{"LABELS", "sensors=ca2:device, gw=ca1", "EDGE CA VALIDITY DAYS", "line1.example, 10.1.0.0/16", "https://auth.example/", "ONLINE WAIT MS", "JIT REGISTRATION"} {
+		if code != cli.ExitOK || !strings.Contains(stdout, line) {
+			t.Errorf("dms get output lacks %q:\n%s", line, stdout)
+		}
+	}
+	if code, _, stderr := runCtl(t, apiEnv(t, srv.URL), "dms", "update", "d1", "--label", "no-ca"); code != cli.ExitUsage || !strings.Contains(stderr, "name=CA-ID") {
+		t.Errorf("bad --label: exit %d, stderr %q", code, stderr)
+	}
+}
+
 func equalPolicy(a, b apitypes.DMSPolicy) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)

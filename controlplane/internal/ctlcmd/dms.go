@@ -31,6 +31,14 @@ var dmsList = listSpec[apitypes.DMS]{
 }
 
 func dmsFields(w io.Writer, d apitypes.DMS) error {
+	var labels []string
+	for _, l := range d.Policy.Labels {
+		s := l.Name + "=" + l.CAID
+		if l.Profile != "" {
+			s += ":" + l.Profile
+		}
+		labels = append(labels, s)
+	}
 	bootstrapCAs := ""
 	if n := len(d.Policy.BootstrapCAPEMs); n > 0 {
 		bootstrapCAs = fmt.Sprintf("%d certificate(s); see -o json", n)
@@ -45,23 +53,53 @@ func dmsFields(w io.Writer, d apitypes.DMS) error {
 		"reenroll window days", fmt.Sprint(d.Policy.ReenrollWindowDays),
 		"local quota", fmt.Sprint(d.Policy.LocalQuota),
 		"bootstrap cas", bootstrapCAs,
+		"labels", strings.Join(labels, ", "),
+		"edge ca validity days", fmt.Sprint(d.Policy.EdgeCAValidityDays),
+		"edge name constraints", strings.Join(d.Policy.EdgeNameConstraints, ", "),
+		"webhook url", d.Policy.WebhookURL,
+		"online wait ms", optInt(d.Policy.OnlineWaitMs),
+		"jit registration", optBool(d.Policy.JITRegistration),
 		"authorized cas", strings.Join(d.AuthorizedCAs, ", "),
 		"identity serial", d.IdentitySerial,
 		"identity not after", fmtTimePtr(d.IdentityNotAfter),
 		"created", fmtTime(d.CreatedAt))
 }
 
+func optInt(p *int) string {
+	if p == nil {
+		return ""
+	}
+	return fmt.Sprint(*p)
+}
+
+func optBool(p *bool) string {
+	if p == nil {
+		return ""
+	}
+	return fmt.Sprint(*p)
+}
+
 // policyFlags are the DMS policy flags shared by create and update.
 type policyFlags struct {
-	fs           *flag.FlagSet
-	mode         string
-	deviceAuth   string
-	profile      string
-	reenrollDays int
-	localQuota   int
-	cas          stringList
-	bootstrapCAs stringList
+	fs              *flag.FlagSet
+	mode            string
+	deviceAuth      string
+	profile         string
+	reenrollDays    int
+	localQuota      int
+	cas             stringList
+	bootstrapCAs    stringList
+	labels          stringList
+	edgeDays        int
+	nameConstraints stringList
+	webhookURL      string
+	onlineWaitMS    int
+	jit             bool
 }
+
+// policyFlagNames are the flags that change the policy (not --ca).
+var policyFlagNames = []string{"mode", "device-auth", "profile", "reenroll-window-days", "local-quota", "bootstrap-ca",
+	"label", "edge-ca-validity-days", "edge-name-constraint", "webhook-url", "online-wait-ms", "jit-registration"}
 
 func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
 	p := &policyFlags{fs: fs}
@@ -72,12 +110,18 @@ func addPolicyFlags(fs *flag.FlagSet) *policyFlags {
 	fs.IntVar(&p.localQuota, "local-quota", 0, "`number` of certificates the DMS may issue locally while offline")
 	fs.Var(&p.cas, "ca", "authorized CA `id` (repeatable)")
 	fs.Var(&p.bootstrapCAs, "bootstrap-ca", "PEM `file` of a CA whose certificates may bootstrap devices (repeatable)")
+	fs.Var(&p.labels, "label", "EST label as `name=CA-ID[:profile]` (repeatable; replaces the labels)")
+	fs.IntVar(&p.edgeDays, "edge-ca-validity-days", 0, "lifetime in `days` of the DMS's edge CA (local mode; 1-3650, default 30)")
+	fs.Var(&p.nameConstraints, "edge-name-constraint", "`name` the edge CA may certify: DNS domain, IP CIDR, @email-domain or uri:domain (repeatable; replaces the list)")
+	fs.StringVar(&p.webhookURL, "webhook-url", "", "HTTPS `URL` that authenticates devices (with --device-auth webhook)")
+	fs.IntVar(&p.onlineWaitMS, "online-wait-ms", 0, "`milliseconds` a device waits in online mode before its request is queued (0-60000, default 5000)")
+	fs.BoolVar(&p.jit, "jit-registration", true, "register unknown devices on their first enrollment (--jit-registration=false: only pre-registered devices)")
 	return p
 }
 
 // policyChanged reports whether any policy field (not --ca) was given.
 func (p *policyFlags) policyChanged() bool {
-	for _, n := range []string{"mode", "device-auth", "profile", "reenroll-window-days", "local-quota", "bootstrap-ca"} {
+	for _, n := range policyFlagNames {
 		if flagSet(p.fs, n) {
 			return true
 		}
@@ -111,6 +155,32 @@ func (p *policyFlags) apply(pol *apitypes.DMSPolicy) error {
 	}
 	if flagSet(p.fs, "local-quota") {
 		pol.LocalQuota = p.localQuota
+	}
+	if flagSet(p.fs, "label") {
+		pol.Labels = nil
+		for _, l := range p.labels {
+			name, rest, ok := strings.Cut(l, "=")
+			if !ok || name == "" || rest == "" {
+				return usageErrorf("--label %q: want name=CA-ID or name=CA-ID:profile", l)
+			}
+			ca, profile, _ := strings.Cut(rest, ":")
+			pol.Labels = append(pol.Labels, apitypes.DMSLabel{Name: name, CAID: ca, Profile: profile})
+		}
+	}
+	if flagSet(p.fs, "edge-ca-validity-days") {
+		pol.EdgeCAValidityDays = p.edgeDays
+	}
+	if flagSet(p.fs, "edge-name-constraint") {
+		pol.EdgeNameConstraints = append([]string(nil), p.nameConstraints...)
+	}
+	if flagSet(p.fs, "webhook-url") {
+		pol.WebhookURL = p.webhookURL
+	}
+	if flagSet(p.fs, "online-wait-ms") {
+		pol.OnlineWaitMs = &p.onlineWaitMS
+	}
+	if flagSet(p.fs, "jit-registration") {
+		pol.JITRegistration = &p.jit
 	}
 	if flagSet(p.fs, "bootstrap-ca") {
 		pol.BootstrapCAPEMs = nil

@@ -67,6 +67,15 @@ func (q *Queries) SetDeviceStatus(ctx context.Context, id, status string) error 
 	return mapErr(err, "device "+id)
 }
 
+// SetDeviceDMS assigns a device to a DMS.
+func (q *Queries) SetDeviceDMS(ctx context.Context, id string, dmsID uuid.UUID) error {
+	tag, err := q.db.Exec(ctx, `UPDATE devices SET dms_id=$2, updated_at=now() WHERE id=$1`, id, dmsID)
+	if err == nil && tag.RowsAffected() == 0 {
+		err = errNoRows
+	}
+	return mapErr(err, "device "+id)
+}
+
 // DeviceFilter narrows a device search.
 type DeviceFilter struct {
 	IDPrefix string

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,32 +21,82 @@ type DMS struct {
 	BootstrapCAPEMs  []string
 	IdentitySerial   *string
 	IdentityNotAfter *time.Time
-	AuthorizedCAs    []uuid.UUID
-	CreatedAt        time.Time
+	// AuthorizedCAs in the order they were given (the first one is the
+	// default for enrollments and the parent of edge CAs).
+	AuthorizedCAs []uuid.UUID
+	// Labels are the EST labels, each naming one of AuthorizedCAs.
+	Labels              []DMSLabel
+	EdgeCAValidity      time.Duration
+	EdgeNameConstraints []string
+	WebhookURL          string
+	OnlineWait          time.Duration
+	JITRegistration     bool
+	CreatedAt           time.Time
+	// UpdatedAt changes with every policy, status or identity change.
+	UpdatedAt time.Time
 	// From the agent's heartbeats.
 	LastSeenAt   *time.Time
 	AgentVersion string
 	QueueDepth   int64
 }
 
+// DMSLabel is an EST label of a DMS policy (stored as JSON in dmss.labels).
+type DMSLabel struct {
+	Name    string    `json:"name"`
+	CAID    uuid.UUID `json:"ca_id"`
+	Profile string    `json:"profile,omitempty"`
+}
+
 const dmsColumns = `id, name, status, mode, device_auth, profile, reenroll_window, local_quota, bootstrap_ca_pems, identity_serial, identity_not_after, created_at,
-	ARRAY(SELECT ca_id FROM dms_authorized_cas a WHERE a.dms_id = dmss.id ORDER BY ca_id), last_seen_at, agent_version, queue_depth`
+	ARRAY(SELECT ca_id FROM dms_authorized_cas a WHERE a.dms_id = dmss.id ORDER BY position, ca_id), last_seen_at, agent_version, queue_depth,
+	labels, edge_ca_validity, edge_name_constraints, webhook_url, online_wait_ms, jit_registration, updated_at`
 
 func scanDMS(row interface{ Scan(...any) error }) (*DMS, error) {
 	var d DMS
+	var labels []byte
+	var onlineWaitMS int64
 	err := row.Scan(&d.ID, &d.Name, &d.Status, &d.Mode, &d.DeviceAuth, &d.Profile, &d.ReenrollWindow, &d.LocalQuota,
-		&d.BootstrapCAPEMs, &d.IdentitySerial, &d.IdentityNotAfter, &d.CreatedAt, &d.AuthorizedCAs, &d.LastSeenAt, &d.AgentVersion, &d.QueueDepth)
+		&d.BootstrapCAPEMs, &d.IdentitySerial, &d.IdentityNotAfter, &d.CreatedAt, &d.AuthorizedCAs, &d.LastSeenAt, &d.AgentVersion, &d.QueueDepth,
+		&labels, &d.EdgeCAValidity, &d.EdgeNameConstraints, &d.WebhookURL, &onlineWaitMS, &d.JITRegistration, &d.UpdatedAt)
+	if err == nil && len(labels) > 0 {
+		err = json.Unmarshal(labels, &d.Labels)
+	}
+	d.OnlineWait = time.Duration(onlineWaitMS) * time.Millisecond
 	return &d, err
 }
 
-// InsertDMS stores a DMS and its authorized CAs.
-func (q *Queries) InsertDMS(ctx context.Context, d *DMS) error {
+// policyArgs returns the policy columns' values, defaults filled in.
+func (d *DMS) policyArgs() (labels []byte, constraints []string, err error) {
 	if d.BootstrapCAPEMs == nil {
 		d.BootstrapCAPEMs = []string{}
 	}
-	err := q.db.QueryRow(ctx, `INSERT INTO dmss (id, name, status, mode, device_auth, profile, reenroll_window, local_quota, bootstrap_ca_pems)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING created_at`,
-		d.ID, d.Name, d.Status, d.Mode, d.DeviceAuth, d.Profile, d.ReenrollWindow, d.LocalQuota, d.BootstrapCAPEMs).Scan(&d.CreatedAt)
+	if d.EdgeCAValidity == 0 {
+		d.EdgeCAValidity = 30 * 24 * time.Hour
+	}
+	ls := d.Labels
+	if ls == nil {
+		ls = []DMSLabel{}
+	}
+	labels, err = json.Marshal(ls)
+	constraints = d.EdgeNameConstraints
+	if constraints == nil {
+		constraints = []string{}
+	}
+	return labels, constraints, err
+}
+
+// InsertDMS stores a DMS and its authorized CAs.
+// Zero EdgeCAValidity stores the default (30 days).
+func (q *Queries) InsertDMS(ctx context.Context, d *DMS) error {
+	labels, constraints, err := d.policyArgs()
+	if err != nil {
+		return err
+	}
+	err = q.db.QueryRow(ctx, `INSERT INTO dmss (id, name, status, mode, device_auth, profile, reenroll_window, local_quota, bootstrap_ca_pems,
+			labels, edge_ca_validity, edge_name_constraints, webhook_url, online_wait_ms, jit_registration)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING created_at, updated_at`,
+		d.ID, d.Name, d.Status, d.Mode, d.DeviceAuth, d.Profile, d.ReenrollWindow, d.LocalQuota, d.BootstrapCAPEMs,
+		labels, d.EdgeCAValidity, constraints, d.WebhookURL, d.OnlineWait.Milliseconds(), d.JITRegistration).Scan(&d.CreatedAt, &d.UpdatedAt)
 	if err != nil {
 		return mapErr(err, "dms "+d.Name)
 	}
@@ -59,14 +110,25 @@ func (q *Queries) setAuthorizedCAs(ctx context.Context, id uuid.UUID, cas []uuid
 	if len(cas) == 0 {
 		return nil
 	}
-	_, err := q.db.Exec(ctx, `INSERT INTO dms_authorized_cas (dms_id, ca_id) SELECT $1, unnest($2::uuid[])`, id, cas)
+	_, err := q.db.Exec(ctx, `INSERT INTO dms_authorized_cas (dms_id, ca_id, position)
+		SELECT $1, t.ca_id, t.ord FROM unnest($2::uuid[]) WITH ORDINALITY AS t(ca_id, ord)`, id, cas)
 	return mapErr(err, "authorized cas")
 }
 
-// UpdateDMS writes policy fields and authorized CAs.
+// UpdateDMS writes policy fields and authorized CAs (in order), and
+// moves updated_at forward (the policy version agents see).
 func (q *Queries) UpdateDMS(ctx context.Context, d *DMS) error {
-	tag, err := q.db.Exec(ctx, `UPDATE dmss SET mode=$2, device_auth=$3, profile=$4, reenroll_window=$5, local_quota=$6, bootstrap_ca_pems=$7, updated_at=now()
-		WHERE id = $1`, d.ID, d.Mode, d.DeviceAuth, d.Profile, d.ReenrollWindow, d.LocalQuota, d.BootstrapCAPEMs)
+	labels, constraints, err := d.policyArgs()
+	if err != nil {
+		return err
+	}
+	// updated_at never goes backwards, even if the database clock does:
+	// it is the policy version agents compare.
+	tag, err := q.db.Exec(ctx, `UPDATE dmss SET mode=$2, device_auth=$3, profile=$4, reenroll_window=$5, local_quota=$6, bootstrap_ca_pems=$7,
+			labels=$8, edge_ca_validity=$9, edge_name_constraints=$10, webhook_url=$11, online_wait_ms=$12, jit_registration=$13,
+			updated_at=greatest(now(), updated_at + interval '1 millisecond')
+		WHERE id = $1`, d.ID, d.Mode, d.DeviceAuth, d.Profile, d.ReenrollWindow, d.LocalQuota, d.BootstrapCAPEMs,
+		labels, d.EdgeCAValidity, constraints, d.WebhookURL, d.OnlineWait.Milliseconds(), d.JITRegistration)
 	if err != nil {
 		return mapErr(err, "dms "+d.ID.String())
 	}
@@ -78,7 +140,7 @@ func (q *Queries) UpdateDMS(ctx context.Context, d *DMS) error {
 
 // SetDMSStatus changes a DMS's status.
 func (q *Queries) SetDMSStatus(ctx context.Context, id uuid.UUID, status string) error {
-	tag, err := q.db.Exec(ctx, `UPDATE dmss SET status=$2, updated_at=now() WHERE id=$1`, id, status)
+	tag, err := q.db.Exec(ctx, `UPDATE dmss SET status=$2, updated_at=greatest(now(), updated_at + interval '1 millisecond') WHERE id=$1`, id, status)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = errNoRows
 	}
@@ -87,7 +149,7 @@ func (q *Queries) SetDMSStatus(ctx context.Context, id uuid.UUID, status string)
 
 // SetDMSIdentity records the DMS's identity certificate and activates it.
 func (q *Queries) SetDMSIdentity(ctx context.Context, id uuid.UUID, serial string, notAfter time.Time) error {
-	_, err := q.db.Exec(ctx, `UPDATE dmss SET identity_serial=$2, identity_not_after=$3, status='active', updated_at=now() WHERE id=$1`, id, serial, notAfter)
+	_, err := q.db.Exec(ctx, `UPDATE dmss SET identity_serial=$2, identity_not_after=$3, status='active', updated_at=greatest(now(), updated_at + interval '1 millisecond') WHERE id=$1`, id, serial, notAfter)
 	return mapErr(err, "dms "+id.String())
 }
 

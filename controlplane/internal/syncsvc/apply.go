@@ -1,11 +1,14 @@
 // Package syncsvc is the control plane's side of the agent sync: it
 // applies the records agents send, each message in one Postgres
 // transaction that also records every record id, so a redelivered message
-// changes nothing; the reply (acks and rejections) is built only after
-// the commit. Transport (MQTT) lives in consumer.go.
+// changes nothing; the reply (acks, rejections and updates: answers to
+// requests, and the DMS's policy, CA bundles and CRLs when a heartbeat
+// shows the agent lacks them) is published only after the commit.
+// Transport (MQTT) lives in consumer.go.
 package syncsvc
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -13,6 +16,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -41,9 +45,30 @@ type Applier struct {
 // applied collects what one message's transaction produced besides acks:
 // updates for the agent and revocations to announce after the commit.
 type applied struct {
+	// updates answer the record being applied (collected per record
+	// into answers).
 	updates        []*syncpb.Update
 	revokedSerials []string
 	revokedCAs     []uuid.UUID
+	// dms is the DMS row, read once per message when a record needs its
+	// policy.
+	dms *registry.DMS
+}
+
+// answer is what the reply says about one record: an ack or a rejection,
+// and the updates that answer it. They travel together: a record is never
+// acked in a message without its answer.
+type answer struct {
+	ackID     string
+	rejection *syncpb.Rejection
+	updates   []*syncpb.Update
+}
+
+func (a *Applier) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func (a *Applier) now() time.Time {
@@ -59,25 +84,33 @@ var ErrUnknownDMS = errors.New("sync: unknown or inactive DMS")
 
 // Apply applies one up message from dmsID (the DMS of the topic and of
 // the sender's identity) and returns the down message to send back: the
-// acks of every record now durably applied (new or seen before) and the
-// rejections; nil when there is nothing to answer (a heartbeat alone).
-// Nothing is acked before the transaction committed.
+// acks of every record now durably applied (new or seen before) with
+// their answers, the rejections, and, when the message carries a
+// heartbeat, the state updates the agent lacks (see state.go); nil when
+// there is nothing to answer. Nothing is acked before the transaction
+// committed. A reply never exceeds syncproto's limits: records whose
+// answers do not fit are left unacknowledged (the agent sends them again
+// and gets the same answers), state that does not fit waits for the next
+// heartbeat.
 func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelope) (*syncpb.Envelope, error) {
 	up := env.GetUp()
 	if up == nil {
 		return nil, fmt.Errorf("sync: message %s is not an up message", env.GetMessageId())
 	}
-	ack := &syncpb.Ack{}
+	version := agentVersion(env)
+	var answers []answer
+	var state *stateUpdates
 	var out applied
 	err := a.Reg.Tx(ctx, func(tx pgx.Tx) error {
-		ack.RecordIds, ack.Rejections = nil, nil
+		answers, state = nil, nil
 		out = applied{}
 		var status string
 		if err := tx.QueryRow(ctx, `SELECT status FROM dmss WHERE id = $1 FOR SHARE`, dmsID).Scan(&status); err != nil || status != "active" {
 			return ErrUnknownDMS
 		}
 		now := a.now()
-		if hb := up.GetHeartbeat(); hb != nil {
+		hb := up.GetHeartbeat()
+		if hb != nil {
 			var edge *time.Time
 			if hb.GetEdgeCaNotAfterUnixMs() > 0 {
 				t := time.UnixMilli(hb.GetEdgeCaNotAfterUnixMs())
@@ -96,35 +129,20 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 			return err
 		}
 		for _, rec := range up.GetRecords() {
-			kind := recordKind(rec)
-			if reason, permanent := a.supported(rec); reason != "" {
-				ack.Rejections = append(ack.Rejections, &syncpb.Rejection{RecordId: rec.GetRecordId(), Reason: reason, Permanent: permanent})
-				continue
-			}
-			tag, err := tx.Exec(ctx, `INSERT INTO sync_records (dms_id, record_id, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, dmsID, rec.GetRecordId(), kind)
+			ans, err := a.applyOne(ctx, tx, dmsID, rec, now, &out)
 			if err != nil {
 				return err
 			}
-			if tag.RowsAffected() == 0 {
-				// Applied before: ack again, with the same answer.
-				if err := a.answerAgain(ctx, tx, dmsID, rec, &out); err != nil {
-					return err
-				}
-				ack.RecordIds = append(ack.RecordIds, rec.GetRecordId())
-				continue
-			}
-			if reason, err := a.applyRecord(ctx, tx, dmsID, rec, now, &out); err != nil {
+			answers = append(answers, ans)
+		}
+		// Policy, bundles and CRLs go to agents that can echo a policy
+		// digest (version 2 on); older ones would get them on every
+		// heartbeat.
+		if hb != nil && version >= 2 {
+			var err error
+			if state, err = a.stateFor(ctx, tx, dmsID, hb); err != nil {
 				return err
-			} else if reason != "" {
-				// Refused for good: forget the id so a corrected record
-				// with the same id is not silently swallowed.
-				if _, err := tx.Exec(ctx, `DELETE FROM sync_records WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId()); err != nil {
-					return err
-				}
-				ack.Rejections = append(ack.Rejections, &syncpb.Rejection{RecordId: rec.GetRecordId(), Reason: reason, Permanent: true})
-				continue
 			}
-			ack.RecordIds = append(ack.RecordIds, rec.GetRecordId())
 		}
 		return nil
 	})
@@ -137,16 +155,79 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 			a.OnIdentityReplaced(dmsID)
 		}
 	}
-	if len(ack.RecordIds) == 0 && len(ack.Rejections) == 0 && len(out.updates) == 0 {
-		return nil, nil // a heartbeat alone: nothing to answer
+	down := buildDown(answers, state)
+	if down == nil {
+		return nil, nil // nothing to answer (a heartbeat of an agent up to date)
 	}
 	return &syncpb.Envelope{
 		MessageId:       syncproto.NewMessageID(),
 		DmsId:           dmsID.String(),
 		SentAtUnixMs:    a.now().UnixMilli(),
-		ProtocolVersion: syncproto.ProtocolVersion,
-		Body:            &syncpb.Envelope_Down{Down: &syncpb.Down{Ack: ack, Updates: out.updates}},
+		ProtocolVersion: version,
+		Body:            &syncpb.Envelope_Down{Down: down},
 	}, nil
+}
+
+// agentVersion is the protocol version to answer in: the highest the
+// agent says it speaks (envelope or heartbeat), at most ours.
+func agentVersion(env *syncpb.Envelope) uint32 {
+	v := env.GetProtocolVersion()
+	if hv := env.GetUp().GetHeartbeat().GetProtocolVersion(); hv > v {
+		v = hv
+	}
+	return max(min(v, syncproto.ProtocolVersion), 1)
+}
+
+// applyOne applies one record (or recognises it as applied before) and
+// returns what the reply says about it. An error aborts the message.
+func (a *Applier) applyOne(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, rec *syncpb.Record, now time.Time, out *applied) (answer, error) {
+	id := rec.GetRecordId()
+	if reason, permanent := a.supported(rec); reason != "" {
+		return answer{rejection: &syncpb.Rejection{RecordId: id, Reason: reason, Permanent: permanent}}, nil
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO sync_records (dms_id, record_id, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, dmsID, id, recordKind(rec))
+	if err != nil {
+		return answer{}, err
+	}
+	out.updates = nil
+	if tag.RowsAffected() == 0 {
+		// Applied before: ack again, with the same answer.
+		if err := a.answerAgain(ctx, tx, dmsID, rec, out); err != nil {
+			return answer{}, err
+		}
+		return answer{ackID: id, updates: out.updates}, nil
+	}
+	// Records other than events run in a savepoint, so that a refusal
+	// leaves nothing of what they wrote before refusing.
+	db := tx
+	if _, isEvent := rec.GetPayload().(*syncpb.Record_Event); !isEvent {
+		if db, err = tx.Begin(ctx); err != nil {
+			return answer{}, err
+		}
+	}
+	reason, err := a.applyRecord(ctx, db, dmsID, rec, now, out)
+	if err != nil {
+		return answer{}, err
+	}
+	if reason != "" {
+		if db != tx {
+			if err := db.Rollback(ctx); err != nil {
+				return answer{}, err
+			}
+		}
+		// Refused for good: forget the id so a corrected record with the
+		// same id is not silently swallowed.
+		if _, err := tx.Exec(ctx, `DELETE FROM sync_records WHERE dms_id = $1 AND record_id = $2`, dmsID, id); err != nil {
+			return answer{}, err
+		}
+		return answer{rejection: &syncpb.Rejection{RecordId: id, Reason: clip(reason, syncproto.MaxReasonLength), Permanent: true}}, nil
+	}
+	if db != tx {
+		if err := db.Commit(ctx); err != nil {
+			return answer{}, err
+		}
+	}
+	return answer{ackID: id, updates: out.updates}, nil
 }
 
 func recordKind(rec *syncpb.Record) string {
@@ -163,6 +244,8 @@ func recordKind(rec *syncpb.Record) string {
 		return "identity_renewal"
 	case *syncpb.Record_RevocationReport:
 		return "revocation_report"
+	case *syncpb.Record_ServerCertificateRequest:
+		return "server_certificate_request"
 	}
 	return "unknown"
 }
@@ -173,7 +256,7 @@ func (a *Applier) supported(rec *syncpb.Record) (string, bool) {
 	switch rec.GetPayload().(type) {
 	case *syncpb.Record_Event, *syncpb.Record_IssuedCertificate:
 		return "", false
-	case *syncpb.Record_IdentityRenewal:
+	case *syncpb.Record_IdentityRenewal, *syncpb.Record_EnrollmentRequest, *syncpb.Record_EdgeCaRequest, *syncpb.Record_ServerCertificateRequest:
 		if a.Svc != nil {
 			return "", false
 		}
@@ -206,13 +289,24 @@ func (a *Applier) applyRecord(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, r
 			dmsID, rec.GetRecordId(), rec.GetDeviceId(), truncate(p.Event.GetKind(), 128), detail, at)
 		return "", err
 	case *syncpb.Record_IssuedCertificate:
-		return a.applyIssued(ctx, tx, dmsID, rec, p.IssuedCertificate)
+		return a.applyIssued(ctx, tx, dmsID, rec, p.IssuedCertificate, now, out)
+	case *syncpb.Record_EnrollmentRequest:
+		return a.applyEnrollment(ctx, tx, dmsID, rec, p.EnrollmentRequest, now, out)
+	case *syncpb.Record_EdgeCaRequest:
+		return a.applyEdgeCARequest(ctx, tx, dmsID, rec, p.EdgeCaRequest, now, out)
+	case *syncpb.Record_ServerCertificateRequest:
+		return a.applyServerCertificate(ctx, tx, dmsID, rec, p.ServerCertificateRequest, now, out)
 	}
 	return "unsupported record", nil
 }
 
-// applyIssued records a certificate an agent's edge CA issued offline.
-func (a *Applier) applyIssued(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, rec *syncpb.Record, ic *syncpb.IssuedCertificate) (string, error) {
+// applyIssued records a certificate an agent's edge CA issued offline
+// (local mode): the device follows the DMS's rules (caservice.AdmitDevice),
+// the certificate goes into the device's slot for the edge CA with a
+// "certificate.issued" event. A certificate recorded before changes
+// nothing. Refused for good: not a certificate of one of this DMS's edge
+// CAs, an edge CA revoked, a device the DMS may not bring in.
+func (a *Applier) applyIssued(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, rec *syncpb.Record, ic *syncpb.IssuedCertificate, now time.Time, out *applied) (string, error) {
 	cert, err := x509.ParseCertificate(ic.GetCertificateDer())
 	if err != nil {
 		return "issued_certificate: not a DER certificate", nil
@@ -238,27 +332,74 @@ func (a *Applier) applyIssued(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, r
 	if err := cert.CheckSignatureFrom(caCert); err != nil {
 		return "issued_certificate: not signed by the edge CA", nil
 	}
-	rc := &registry.Certificate{Serial: strings.ToLower(cert.SerialNumber.Text(16)), IssuerID: caID, Subject: cert.Subject.String(), CommonName: cert.Subject.CommonName,
-		SANs: append([]string{}, cert.DNSNames...), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Status: "active", DMSID: &dmsID, Profile: "edge", DER: cert.Raw}
-	if d := rec.GetDeviceId(); d != "" {
-		if _, err := q.GetDevice(ctx, d); err == nil {
-			rc.DeviceID = &d
+	if ca.Status == "revoked" {
+		if ca.RevokedAt != nil && cert.NotBefore.After(*ca.RevokedAt) {
+			return "issued_certificate: issued after the edge CA was revoked", nil
 		}
+		return "issued_certificate: the edge CA is revoked", nil
 	}
-	if err := q.InsertCertificate(ctx, rc); err != nil && !errors.Is(err, registry.ErrConflict) {
+	serial := strings.ToLower(cert.SerialNumber.Text(16))
+	switch prev, err := q.GetCertificate(ctx, serial); {
+	case err == nil && bytes.Equal(prev.DER, cert.Raw):
+		return "", nil // recorded before (under another record id)
+	case err == nil:
+		return "issued_certificate: another certificate with this serial is recorded", nil
+	case !errors.Is(err, registry.ErrNotFound):
 		return "", err
 	}
-	if rc.DeviceID != nil {
-		if err := q.AddToSlot(ctx, *rc.DeviceID, caID, rc.Serial); err != nil && !errors.Is(err, registry.ErrConflict) {
+	deviceID := ic.GetDeviceId()
+	if deviceID == "" {
+		deviceID = rec.GetDeviceId()
+	}
+	if out.dms == nil {
+		if out.dms, err = q.GetDMS(ctx, dmsID); err != nil {
 			return "", err
 		}
 	}
-	return "", q.AddEvent(ctx, &registry.Event{DeviceID: rc.DeviceID, DMSID: &dmsID, CAID: &caID, Kind: "certificate.issued", Detail: map[string]any{"serial": rc.Serial, "edge": true}})
+	if err := caservice.AdmitDevice(ctx, tx, dmsID, deviceID, out.dms.JITRegistration, now); err != nil {
+		if ce, ok := caservice.AsError(err); ok {
+			return "issued_certificate: " + ce.Message, nil
+		}
+		return "", err
+	}
+	rc := &registry.Certificate{Serial: serial, IssuerID: caID, Subject: cert.Subject.String(), CommonName: cert.Subject.CommonName,
+		SANs: sansOf(cert), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Status: "active", DMSID: &dmsID, DeviceID: &deviceID, Profile: "edge", DER: cert.Raw}
+	if err := q.InsertCertificate(ctx, rc); err != nil {
+		return "", err
+	}
+	if err := q.AddToSlot(ctx, deviceID, caID, serial); err != nil {
+		return "", err
+	}
+	return "", q.AddEvent(ctx, &registry.Event{DeviceID: &deviceID, DMSID: &dmsID, CAID: &caID, Kind: "certificate.issued",
+		Detail: map[string]any{"serial": serial, "ca_id": caID.String(), "edge": true, "request_id": ic.GetRequestId()}})
+}
+
+// sansOf lists a certificate's SANs as the registry keeps them.
+func sansOf(c *x509.Certificate) []string {
+	out := append([]string{}, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	for _, u := range c.URIs {
+		out = append(out, u.String())
+	}
+	return append(out, c.EmailAddresses...)
 }
 
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n]
+	}
+	return s
+}
+
+// clip makes s valid UTF-8 of at most n bytes (a reason or an error text
+// in a down message), cutting on a rune boundary.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
+	for len(s) > n {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
 	}
 	return s
 }

@@ -41,36 +41,6 @@ func identityUpdate(recordID string, cert *registry.Certificate, chain []*regist
 	return &syncpb.Update{UpdateId: "identity-" + cert.Serial, Payload: &syncpb.Update_Identity{Identity: ic}}
 }
 
-// answerAgain re-sends the answer of a record applied before, if it had
-// one (the certificate of an identity renewal).
-func (a *Applier) answerAgain(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, rec *syncpb.Record, out *applied) error {
-	if _, ok := rec.GetPayload().(*syncpb.Record_IdentityRenewal); !ok {
-		return nil
-	}
-	var serial *string
-	if err := tx.QueryRow(ctx, `SELECT result_serial FROM sync_records WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId()).Scan(&serial); err != nil || serial == nil {
-		return err
-	}
-	q := registry.On(tx)
-	cert, err := q.GetCertificate(ctx, *serial)
-	if err != nil {
-		return err
-	}
-	if cert.Status == "revoked" {
-		return nil // replaced since: the agent must not install it
-	}
-	ca, err := q.GetCA(ctx, cert.IssuerID)
-	if err != nil {
-		return err
-	}
-	chain, err := caservice.ChainOf(ctx, q, ca)
-	if err != nil {
-		return err
-	}
-	out.updates = append(out.updates, identityUpdate(rec.GetRecordId(), cert, chain))
-	return nil
-}
-
 // identityInstalled handles the agent's report that it uses a renewed
 // identity certificate.
 func (a *Applier) identityInstalled(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, ev *syncpb.Event, now time.Time, out *applied) (string, error) {
