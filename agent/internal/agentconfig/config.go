@@ -3,7 +3,9 @@
 //
 // Environment overrides: OUTPOST_AGENT_DATA_DIR (data_dir),
 // OUTPOST_BROKER_URL (sync.broker_url), OUTPOST_PKCS11_PIN
-// (keystore.pkcs11.pin), OUTPOST_KEY_PASSPHRASE (keystore.file.passphrase).
+// (keystore.pkcs11.pin), OUTPOST_KEY_PASSPHRASE (keystore.file.passphrase),
+// OUTPOST_EST_LISTEN (est.listen). agent/config.example.yaml shows every
+// field.
 package agentconfig
 
 import (

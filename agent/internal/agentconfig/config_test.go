@@ -44,3 +44,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleConfig keeps the shipped example valid.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../../config.example.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config.example.yaml: %v", err)
+	}
+	if c.Keystore.File.Passphrase.File == "" || c.EST.Listen != ":8443" || len(c.EST.Hostnames) != 2 {
+		t.Errorf("example: %+v", c)
+	}
+}
