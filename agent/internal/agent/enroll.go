@@ -50,6 +50,10 @@ type enrollOutcome struct {
 	Cert  []byte
 	Later bool
 	Err   *est.Error
+	// Retryable: the refusal is not about the device or its request (the
+	// gateway is out of quota or unavailable); its one-time secret stays
+	// usable.
+	Retryable bool
 }
 
 func refused(status int, format string, args ...any) enrollOutcome {
@@ -76,9 +80,12 @@ func (a *Agent) enrollLocal(ctx context.Context, ps *policyState, r enrollReques
 		return refused(http.StatusServiceUnavailable, "this gateway has no valid edge CA yet; retry when it has synced with the control plane")
 	}
 	quota := ps.Policy.GetLocalQuota()
+	a.syncedNow() // an ack alone restarts the quota too
 	if n := a.issuedSinceSync.Add(1); quota > 0 && n > quota {
 		a.issuedSinceSync.Add(-1)
-		return refused(http.StatusForbidden, "local issuance quota exhausted: %d certificates issued since the last sync with the control plane", quota)
+		out := refused(http.StatusForbidden, "local issuance quota exhausted: %d certificates issued since the last sync with the control plane", quota)
+		out.Retryable = true
+		return out
 	}
 	prof := a.localProfile(r.Profile)
 	cert, err := (&issuer.Issuer{Cert: edge.Cert, Signer: edge.Key}).Issue(r.CSR, prof, issuer.Request{DeviceID: r.DeviceID})
@@ -272,16 +279,38 @@ func (a *Agent) initQuota() error {
 	return nil
 }
 
-// syncedNow notes a message from the control plane: the local quota
-// starts again. The time is stored at most every 10 seconds.
+// syncedNow restarts the local quota, once per message from the control
+// plane: the sync client's LastSync, which every down message moves. It
+// runs from onDown, which sees only down messages with updates, and
+// before each local issuance and status, which catch the others: after an
+// outage the acks of what was issued offline are often the only messages
+// (an up-to-date agent's heartbeats get no answer), and a gateway that
+// spent its quota offline must not keep refusing once they arrived. The
+// time is stored at most every 10 seconds.
 func (a *Agent) syncedNow() {
-	a.issuedSinceSync.Store(0)
-	now := time.Now()
-	if last := a.lastSyncStored.Load(); now.UnixMilli()-last < 10_000 {
+	if a.sync == nil {
 		return
 	}
-	a.lastSyncStored.Store(now.UnixMilli())
-	if err := a.store.SetKVTime(store.KeyLastSync, now); err != nil {
+	at := a.sync.LastSync()
+	if at.IsZero() {
+		return
+	}
+	ms := at.UnixMilli()
+	for {
+		seen := a.quotaSyncSeen.Load()
+		if ms <= seen {
+			return // this message restarted the quota already
+		}
+		if a.quotaSyncSeen.CompareAndSwap(seen, ms) {
+			break
+		}
+	}
+	a.issuedSinceSync.Store(0)
+	if last := a.lastSyncStored.Load(); ms-last < 10_000 {
+		return
+	}
+	a.lastSyncStored.Store(ms)
+	if err := a.store.SetKVTime(store.KeyLastSync, at); err != nil {
 		a.log.Warn("recording the last sync", "err", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -15,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -53,13 +56,25 @@ type clientCAs struct {
 	pool   *x509.CertPool
 }
 
-func newESTServer(a *Agent) *estServer {
+func newESTServer(a *Agent) (*estServer, error) {
 	c := a.cfg.EST
-	return &estServer{a: a,
-		byAddr:   ratelimit.New(c.RatePerAddress, c.BurstPerAddress, 100_000),
-		byDevice: ratelimit.New(c.RatePerDevice, c.BurstPerDevice, 100_000),
-		http:     &http.Client{Timeout: 5 * time.Second},
+	hc := &http.Client{Timeout: 5 * time.Second}
+	if c.WebhookCAFile != "" {
+		b, err := os.ReadFile(c.WebhookCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("est.webhook_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, errors.New("est.webhook_ca_file: no PEM certificates")
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
+	return &estServer{a: a,
+		byAddr:   ratelimit.New(*c.RatePerAddress, c.BurstPerAddress, 100_000),
+		byDevice: ratelimit.New(*c.RatePerDevice, c.BurstPerDevice, 100_000),
+		http:     hc,
+	}, nil
 }
 
 // tlsConfig asks for (does not require) client certificates and lists the
@@ -284,7 +299,7 @@ func (s *estServer) enroll(w http.ResponseWriter, r *http.Request, ps *policySta
 	out := s.a.enroll(r.Context(), ps, req)
 	switch {
 	case out.Err != nil:
-		if release != nil && out.Err.Status >= 500 {
+		if release != nil && (out.Err.Status >= 500 || out.Retryable) {
 			release() // not the device's fault: let it retry with the same secret
 		}
 		writeESTError(w, out.Err)
@@ -343,7 +358,11 @@ func (s *estServer) authEnroll(r *http.Request, ps *policyState, req *enrollRequ
 		if !ok {
 			return nil, estErr(http.StatusUnauthorized, "enrollment credentials required (HTTP Basic: device id and one-time secret)")
 		}
-		if err := s.a.store.ConsumeSecret(user, pass, req.Label, requestID(req.CSR)); err != nil {
+		// The request id is fixed now: serverkeygen replaces req.CSR with
+		// the CSR of the key it makes, and release must give back what
+		// this consumed.
+		rid := requestID(req.CSR)
+		if err := s.a.store.ConsumeSecret(user, pass, req.Label, rid); err != nil {
 			switch {
 			case errors.Is(err, store.ErrSecretUnknown):
 				return nil, estErr(http.StatusUnauthorized, "unknown device %q", user)
@@ -355,7 +374,7 @@ func (s *estServer) authEnroll(r *http.Request, ps *policyState, req *enrollRequ
 		}
 		req.DeviceID = user
 		release = func() {
-			if err := s.a.store.ReleaseSecret(user, requestID(req.CSR)); err != nil {
+			if err := s.a.store.ReleaseSecret(user, rid); err != nil {
 				s.a.log.Error("releasing an enrollment secret", "err", err)
 			}
 		}
@@ -458,7 +477,7 @@ func (s *estServer) authReenroll(r *http.Request, ps *policyState, req *enrollRe
 	if w := time.Duration(ps.Policy.GetReenrollWindowSeconds()) * time.Second; w > 0 && now.Before(cur.NotAfter.Add(-w)) {
 		return estErr(http.StatusForbidden, "not inside the re-enrollment window: it opens at %s", cur.NotAfter.Add(-w).UTC().Format(time.RFC3339))
 	}
-	if !bytes.Equal(req.CSR.RawSubject, cur.RawSubject) {
+	if !sameName(req.CSR.RawSubject, cur.RawSubject) {
 		return estErr(http.StatusBadRequest, "the CSR's subject must be identical to the certificate being renewed (RFC 7030 4.2.2)")
 	}
 	if !sameSANs(req.CSR, cur) {
@@ -470,6 +489,43 @@ func (s *estServer) authReenroll(r *http.Request, ps *policyState, req *enrollRe
 		return estErr(http.StatusForbidden, "the current certificate names no device")
 	}
 	return nil
+}
+
+// sameName reports whether two DER distinguished names are the same
+// name: the same attributes in the same order with the same values,
+// whatever string type encodes each value (RFC 5280, section 7.1). The
+// issuer re-encodes the CSR's subject (Go writes PrintableString where it
+// can), while openssl writes UTF8String: a byte comparison would refuse a
+// device that builds its re-enrollment CSR from its certificate's subject
+// text (openssl req -subj), as device scripts do.
+func sameName(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var na, nb pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(a, &na); err != nil || len(rest) != 0 {
+		return false
+	}
+	if rest, err := asn1.Unmarshal(b, &nb); err != nil || len(rest) != 0 {
+		return false
+	}
+	if len(na) != len(nb) {
+		return false
+	}
+	for i := range na {
+		if len(na[i]) != len(nb[i]) {
+			return false
+		}
+		for j := range na[i] {
+			x, y := na[i][j], nb[i][j]
+			xs, ok1 := x.Value.(string)
+			ys, ok2 := y.Value.(string)
+			if !x.Type.Equal(y.Type) || !ok1 || !ok2 || xs != ys {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func sameSANs(csr *x509.CertificateRequest, c *x509.Certificate) bool {
@@ -500,6 +556,9 @@ func (s *estServer) askWebhook(r *http.Request, ps *policyState, req *enrollRequ
 	body := map[string]string{"device_id": req.DeviceID, "label": req.Label, "csr": base64.StdEncoding.EncodeToString(req.CSR.Raw), "remote_addr": r.RemoteAddr}
 	if peer != nil {
 		body["client_certificate"] = base64.StdEncoding.EncodeToString(peer.Raw)
+	}
+	if _, pass, ok := r.BasicAuth(); ok {
+		body["password"] = pass // the decision service checks it
 	}
 	b, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)

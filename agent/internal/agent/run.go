@@ -71,6 +71,9 @@ type Agent struct {
 	// issuedSinceSync counts local issuances since the last message from
 	// the control plane (the local quota).
 	issuedSinceSync atomic.Int64
+	// quotaSyncSeen is the down message (sync client LastSync, Unix ms)
+	// that last restarted the quota.
+	quotaSyncSeen   atomic.Int64
 	lastSyncStored  atomic.Int64
 	revocationsSeen atomic.Int64
 	waiters         waiters
@@ -147,7 +150,9 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	go a.renewLoop(ctx)
 	go a.maintain(ctx)
 	if cfg.EST.Enabled() {
-		a.est = newESTServer(a)
+		if a.est, err = newESTServer(a); err != nil {
+			return err
+		}
 		go a.est.run(ctx)
 	}
 	return a.sync.Run(ctx)
@@ -185,6 +190,7 @@ func (a *Agent) brokerTLS() (*tls.Config, error) {
 }
 
 func (a *Agent) status() Status {
+	a.syncedNow()
 	depth, _ := a.store.Depth()
 	id := a.identity()
 	st := Status{DMSID: id.DMSID, Online: a.sync.Online(), QueueDepth: depth, IdentityNotAfter: id.Cert.NotAfter, IdentitySerial: id.Serial(), LastSync: a.sync.LastSync(), Version: buildinfo.Version,

@@ -7,6 +7,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,10 +57,12 @@ func (p *policyState) caFor(label string) (caID, profile string, ok bool) {
 	return "", "", false
 }
 
-// crlCache holds the CRLs of the authorized CAs.
+// crlCache holds the full CRLs of the authorized CAs, and the highest
+// CRL number (full or delta) seen per CA, which heartbeats report.
 type crlCache struct {
-	mu   sync.RWMutex
-	crls map[string]*x509.RevocationList
+	mu      sync.RWMutex
+	crls    map[string]*x509.RevocationList
+	numbers map[string]int64
 }
 
 func (c *crlCache) get(caID string) *x509.RevocationList {
@@ -67,24 +71,33 @@ func (c *crlCache) get(caID string) *x509.RevocationList {
 	return c.crls[caID]
 }
 
-func (c *crlCache) put(caID string, l *x509.RevocationList) {
+func crlNumber(l *x509.RevocationList) int64 {
+	if l.Number != nil && l.Number.IsInt64() {
+		return l.Number.Int64()
+	}
+	return 0
+}
+
+// put keeps a full CRL (delta false) or only its number (delta true).
+func (c *crlCache) put(caID string, l *x509.RevocationList, delta bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.crls == nil {
-		c.crls = map[string]*x509.RevocationList{}
+		c.crls, c.numbers = map[string]*x509.RevocationList{}, map[string]int64{}
 	}
-	c.crls[caID] = l
+	if !delta {
+		c.crls[caID] = l
+	}
+	if n := crlNumber(l); n > c.numbers[caID] {
+		c.numbers[caID] = n
+	}
 }
 
 func (c *crlCache) states() []*syncpb.CRLState {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := make([]*syncpb.CRLState, 0, len(c.crls))
-	for id, l := range c.crls {
-		n := int64(0)
-		if l.Number != nil && l.Number.IsInt64() {
-			n = l.Number.Int64()
-		}
+	out := make([]*syncpb.CRLState, 0, len(c.numbers))
+	for id, n := range c.numbers {
 		out = append(out, &syncpb.CRLState{CaId: id, CrlNumber: n})
 	}
 	return out
@@ -132,7 +145,14 @@ func (a *Agent) loadState() error {
 		der, _, _, err := a.store.GetCRL(id)
 		if err == nil {
 			if l, err := x509.ParseRevocationList(der); err == nil {
-				a.state.crls.put(id, l)
+				a.state.crls.put(id, l, false)
+			}
+		}
+		if b, err := a.store.GetKV(kvDeltaNumber(id)); err == nil {
+			// The number of the last delta applied (its entries are in
+			// the revoked set).
+			if n, ok := new(big.Int).SetString(string(b), 10); ok {
+				a.state.crls.put(id, &x509.RevocationList{Number: n}, true)
 			}
 		}
 	}
@@ -243,12 +263,14 @@ func (a *Agent) applyPolicy(p *syncpb.Policy, fresh map[string][]*x509.Certifica
 	return nil
 }
 
-// applyCRL caches a CRL after checking it is signed by the CA's
-// certificate from its bundle.
+// kvDeltaNumber keeps the number of the last delta CRL applied for a CA.
+func kvDeltaNumber(caID string) string { return "delta_crl_" + caID }
+
+// applyCRL checks a CRL is signed by the CA's certificate from its bundle,
+// then caches a full CRL, or records the entries of a delta CRL in the
+// revoked set (they decide re-enrollments until the next full CRL lists
+// them).
 func (a *Agent) applyCRL(u *syncpb.CRLUpdate) error {
-	if u.GetDelta() {
-		return nil // full CRLs only; a delta adds nothing the next full one lacks
-	}
 	l, err := x509.ParseRevocationList(u.GetCrlDer())
 	if err != nil {
 		return fmt.Errorf("CRL of %s: %w", u.GetCaId(), err)
@@ -260,12 +282,24 @@ func (a *Agent) applyCRL(u *syncpb.CRLUpdate) error {
 	if err := l.CheckSignatureFrom(ps.Bundles[u.GetCaId()][0]); err != nil {
 		return fmt.Errorf("CRL of %s: %w", u.GetCaId(), err)
 	}
+	if u.GetDelta() {
+		for _, e := range l.RevokedCertificateEntries {
+			if err := a.store.PutRevoked(u.GetCaId(), e.SerialNumber.Text(16), e.ReasonCode, e.RevocationTime); err != nil && !errors.Is(err, store.ErrInvalidArgument) {
+				return err
+			}
+		}
+		if err := a.store.SetKV(kvDeltaNumber(u.GetCaId()), []byte(strconv.FormatInt(crlNumber(l), 10))); err != nil {
+			return err
+		}
+		a.state.crls.put(u.GetCaId(), l, true)
+		return nil
+	}
 	stored, err := a.store.PutCRL(u.GetCaId(), u.GetCrlDer(), l.ThisUpdate, l.NextUpdate)
 	if err != nil {
 		return err
 	}
 	if stored {
-		a.state.crls.put(u.GetCaId(), l)
+		a.state.crls.put(u.GetCaId(), l, false)
 	}
 	return nil
 }

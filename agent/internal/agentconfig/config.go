@@ -99,16 +99,19 @@ type EST struct {
 	RetryAfter Duration `yaml:"retry_after"`
 	// RatePerAddress and BurstPerAddress limit requests per client IP
 	// address (per second). Default 50 and 100; a rate of 0 is unlimited.
-	RatePerAddress  float64 `yaml:"rate_per_address"`
-	BurstPerAddress int     `yaml:"burst_per_address"`
+	RatePerAddress  *float64 `yaml:"rate_per_address"`
+	BurstPerAddress int      `yaml:"burst_per_address"`
 	// RatePerDevice and BurstPerDevice limit enrollments per device
-	// identity. Default 1 and 10.
-	RatePerDevice  float64 `yaml:"rate_per_device"`
-	BurstPerDevice int     `yaml:"burst_per_device"`
+	// identity. Default 1 and 10; a rate of 0 is unlimited.
+	RatePerDevice  *float64 `yaml:"rate_per_device"`
+	BurstPerDevice int      `yaml:"burst_per_device"`
 	// CRLGrace is how long past its nextUpdate a cached CRL still decides
 	// re-enrollments; past it they are refused (fail closed) until a
 	// fresh CRL arrives. Default 24h.
 	CRLGrace Duration `yaml:"crl_grace"`
+	// WebhookCAFile (PEM) verifies the enrollment webhook's certificate
+	// (device_auth "webhook"); default: the system roots.
+	WebhookCAFile string `yaml:"webhook_ca_file"`
 	// DeviceValidity is the lifetime of certificates the edge CA issues
 	// in local mode, clipped to the edge CA's own. Default 2160h (90 days).
 	DeviceValidity Duration `yaml:"device_validity"`
@@ -185,12 +188,16 @@ func Parse(b []byte, env func(string) string) (*Config, error) {
 	if c.EST.RetryAfter == 0 {
 		c.EST.RetryAfter = Duration(30 * time.Second)
 	}
-	if c.EST.RatePerAddress == 0 && c.EST.BurstPerAddress == 0 {
-		c.EST.RatePerAddress, c.EST.BurstPerAddress = 50, 100
+	setRate := func(r **float64, b *int, rate float64, burst int) {
+		if *r == nil {
+			*r = &rate
+		}
+		if *b == 0 {
+			*b = burst
+		}
 	}
-	if c.EST.RatePerDevice == 0 && c.EST.BurstPerDevice == 0 {
-		c.EST.RatePerDevice, c.EST.BurstPerDevice = 1, 10
-	}
+	setRate(&c.EST.RatePerAddress, &c.EST.BurstPerAddress, 50, 100)
+	setRate(&c.EST.RatePerDevice, &c.EST.BurstPerDevice, 1, 10)
 	if c.EST.CRLGrace == 0 {
 		c.EST.CRLGrace = Duration(24 * time.Hour)
 	}
@@ -242,7 +249,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Sprintf("est.listen: %q is not host:port (or off)", c.EST.Listen))
 		}
 	}
-	if c.EST.RatePerAddress < 0 || c.EST.RatePerDevice < 0 || c.EST.BurstPerAddress < 0 || c.EST.BurstPerDevice < 0 {
+	if *c.EST.RatePerAddress < 0 || *c.EST.RatePerDevice < 0 || c.EST.BurstPerAddress < 0 || c.EST.BurstPerDevice < 0 {
 		errs = append(errs, "est: rates and bursts must not be negative")
 	}
 	if c.EST.RetryAfter < Duration(time.Second) || c.EST.RetryAfter > Duration(24*time.Hour) {

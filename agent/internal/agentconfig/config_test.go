@@ -14,6 +14,13 @@ func TestParse(t *testing.T) {
 	if c.DataDir != "/var/lib/outpost-agent" || c.Sync.BatchSize != 200 || c.AdminAddr != "127.0.0.1:9464" {
 		t.Errorf("defaults: %+v", c)
 	}
+	if c.EST.Listen != ":8443" || *c.EST.RatePerAddress != 50 || c.EST.BurstPerDevice != 10 || !c.EST.Enabled() {
+		t.Errorf("EST defaults: %+v", c.EST)
+	}
+	c, err = Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {rate_per_address: 0, listen: \"off\"}\n"), none)
+	if err != nil || *c.EST.RatePerAddress != 0 || c.EST.Enabled() {
+		t.Errorf("EST rate 0 and listen off: %+v %v", c.EST, err)
+	}
 	c, err = Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n"), func(k string) string {
 		return map[string]string{"OUTPOST_AGENT_DATA_DIR": "/d", "OUTPOST_BROKER_URL": "mqtts://b:8883"}[k]
 	})
@@ -28,6 +35,9 @@ func TestParse(t *testing.T) {
 		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nsync: {batch_size: 9999}\n", "batch_size"},
 		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nsync: {heartbeat: soon}\n", "not a duration"},
 		{"version: 1\nbogus: 1\n", "field bogus not found"},
+		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {listen: nowhere}\n", "est.listen"},
+		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {rate_per_device: -1}\n", "must not be negative"},
+		{"version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {retry_after: 0.5s}\n", "est.retry_after"},
 	} {
 		if _, err := Parse([]byte(tt.doc), none); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: got %v, want %q", tt.doc, err, tt.want)

@@ -202,12 +202,17 @@ func (a *Applier) stateFor(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, hb *
 		}
 	}
 	for _, caID := range st.Policy.GetAuthorizedCaIds() {
-		u, err := a.newerCRL(ctx, tx, caID, held)
-		if err != nil {
-			return nil, err
-		}
-		if u != nil {
-			out.crls = append(out.crls, u)
+		// The full CRL, then the delta on top of it: CRL numbers are one
+		// sequence per CA (RFC 5280 5.2.3), and the agent reports the
+		// highest it holds of either.
+		for _, delta := range []bool{false, true} {
+			u, err := a.newerCRL(ctx, tx, caID, held, delta)
+			if err != nil {
+				return nil, err
+			}
+			if u != nil {
+				out.crls = append(out.crls, u)
+			}
 		}
 	}
 	out.revocations, err = revocationsAfter(ctx, tx, dmsID, hb.GetRevocationsSeenUnixMs())
@@ -217,15 +222,16 @@ func (a *Applier) stateFor(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, hb *
 	return out, nil
 }
 
-// newerCRL returns a CRLUpdate with the latest full CRL of caID when the
-// agent holds none of that CA or an older one (by cRLNumber), and the CRL
-// fits in a message; nil otherwise. The crls table (written by package
-// crl) is read directly: number and size first, the DER only when it is
-// to be sent.
-func (a *Applier) newerCRL(ctx context.Context, tx pgx.Tx, caID string, held map[string]int64) (*syncpb.Update, error) {
+// newerCRL returns a CRLUpdate with the latest full (or delta) CRL of
+// caID when the agent holds none of that CA or an older one (by
+// cRLNumber), and the CRL fits in a message; nil otherwise. The crls
+// table (written by package crl) is read directly: number and size first,
+// the DER only when it is to be sent. Deltas carry the revocations since
+// the last full CRL within minutes, where the full CRL may be a day old.
+func (a *Applier) newerCRL(ctx context.Context, tx pgx.Tx, caID string, held map[string]int64, delta bool) (*syncpb.Update, error) {
 	var number int64
 	var size int
-	err := tx.QueryRow(ctx, `SELECT crl_number, length(der) FROM crls WHERE ca_id = $1 AND NOT is_delta ORDER BY crl_number DESC LIMIT 1`, caID).Scan(&number, &size)
+	err := tx.QueryRow(ctx, `SELECT crl_number, length(der) FROM crls WHERE ca_id = $1 AND is_delta = $2 ORDER BY crl_number DESC LIMIT 1`, caID, delta).Scan(&number, &size)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	} else if err != nil {
@@ -248,7 +254,7 @@ func (a *Applier) newerCRL(ctx context.Context, tx pgx.Tx, caID string, held map
 		return nil, nil
 	}
 	return &syncpb.Update{UpdateId: "crl-" + caID + "-" + strconv.FormatInt(n, 10),
-		Payload: &syncpb.Update_Crl{Crl: &syncpb.CRLUpdate{CaId: caID, CrlDer: der}}}, nil
+		Payload: &syncpb.Update_Crl{Crl: &syncpb.CRLUpdate{CaId: caID, CrlDer: der, Delta: delta}}}, nil
 }
 
 // Reply size accounting. replyOverhead covers the envelope's own fields
