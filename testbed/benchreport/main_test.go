@@ -80,3 +80,10 @@ func TestCertListingPairing(t *testing.T) {
 		})
 	}
 }
+
+func TestMachine(t *testing.T) {
+	m := machine()
+	if !strings.Contains(m, "logical CPUs") || !strings.Contains(m, "GiB memory") {
+		t.Errorf("machine() = %q", m)
+	}
+}
