@@ -1613,7 +1613,10 @@ type Label struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	CaId string `protobuf:"bytes,2,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
 	// Empty: the policy's profile.
-	Profile       string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	Profile string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	// How devices authenticate under this label ("client_cert",
+	// "basic_secret" or "webhook"); empty: the policy's device_auth.
+	DeviceAuth    string `protobuf:"bytes,4,opt,name=device_auth,json=deviceAuth,proto3" json:"device_auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1665,6 +1668,13 @@ func (x *Label) GetCaId() string {
 func (x *Label) GetProfile() string {
 	if x != nil {
 		return x.Profile
+	}
+	return ""
+}
+
+func (x *Label) GetDeviceAuth() string {
+	if x != nil {
+		return x.DeviceAuth
 	}
 	return ""
 }
@@ -2303,11 +2313,13 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"webhookUrl\x12$\n" +
 	"\x0eonline_wait_ms\x18\r \x01(\x03R\fonlineWaitMs\x12)\n" +
 	"\x10jit_registration\x18\x0e \x01(\bR\x0fjitRegistration\x12!\n" +
-	"\fstate_digest\x18\x0f \x01(\fR\vstateDigest\"J\n" +
+	"\fstate_digest\x18\x0f \x01(\fR\vstateDigest\"k\n" +
 	"\x05Label\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x13\n" +
 	"\x05ca_id\x18\x02 \x01(\tR\x04caId\x12\x18\n" +
-	"\aprofile\x18\x03 \x01(\tR\aprofile\"J\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12\x1f\n" +
+	"\vdevice_auth\x18\x04 \x01(\tR\n" +
+	"deviceAuth\"J\n" +
 	"\bCABundle\x12)\n" +
 	"\x10certificate_ders\x18\x01 \x03(\fR\x0fcertificateDers\x12\x13\n" +
 	"\x05ca_id\x18\x02 \x01(\tR\x04caId\"O\n" +

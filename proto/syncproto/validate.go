@@ -360,6 +360,11 @@ func validatePolicy(p *syncpb.Policy) error {
 		); err != nil {
 			return err
 		}
+		switch l.GetDeviceAuth() {
+		case "", "client_cert", "basic_secret", "webhook":
+		default:
+			return invalid(f+".device_auth", "not one of client_cert, basic_secret, webhook")
+		}
 	}
 	if p.GetEdgeCaValiditySeconds() < 0 {
 		return invalid("edge_ca_validity_seconds", "negative")

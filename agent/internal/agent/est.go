@@ -338,7 +338,8 @@ func (s *estServer) authEnroll(r *http.Request, ps *policyState, req *enrollRequ
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		peer = r.TLS.PeerCertificates[0]
 	}
-	switch ps.Policy.GetDeviceAuth() {
+	auth := ps.deviceAuthFor(req.Label)
+	switch auth {
 	case "client_cert":
 		if peer == nil {
 			return nil, estErr(http.StatusUnauthorized, "a client certificate from a trusted bootstrap CA is required")
@@ -391,7 +392,7 @@ func (s *estServer) authEnroll(r *http.Request, ps *policyState, req *enrollRequ
 			return nil, e
 		}
 	default:
-		return nil, estErr(http.StatusForbidden, "device authentication %q is not supported by this agent", ps.Policy.GetDeviceAuth())
+		return nil, estErr(http.StatusForbidden, "device authentication %q is not supported by this agent", auth)
 	}
 	if req.DeviceID == "" {
 		return release, estErr(http.StatusForbidden, "no device id: the credential names no device")

@@ -57,6 +57,17 @@ func (p *policyState) caFor(label string) (caID, profile string, ok bool) {
 	return "", "", false
 }
 
+// deviceAuthFor is how devices authenticate under label: the label's
+// own setting, or the policy's.
+func (p *policyState) deviceAuthFor(label string) string {
+	for _, l := range p.Policy.GetLabels() {
+		if l.GetName() == label && l.GetDeviceAuth() != "" {
+			return l.GetDeviceAuth()
+		}
+	}
+	return p.Policy.GetDeviceAuth()
+}
+
 // crlCache holds the full CRLs of the authorized CAs, and the highest
 // CRL number (full or delta) seen per CA, which heartbeats report.
 type crlCache struct {

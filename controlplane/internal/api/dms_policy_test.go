@@ -99,6 +99,8 @@ func TestDMSPolicyValidation(t *testing.T) {
 		{"label twice", []string{a.ID}, apitypes.DMSPolicy{Labels: append(label("x", a.ID, ""), label("x", a.ID, "")...)}, "policy.labels[1].name"},
 		{"label CA not authorized", []string{a.ID}, apitypes.DMSPolicy{Labels: label("x", b.ID, "")}, "policy.labels[0].ca_id"},
 		{"label CA not an id", []string{a.ID}, apitypes.DMSPolicy{Labels: label("x", "ca-a", "")}, "policy.labels[0].ca_id"},
+		{"label device_auth unknown", []string{a.ID}, apitypes.DMSPolicy{Labels: []apitypes.DMSLabel{{Name: "x", CAID: a.ID, DeviceAuth: "magic"}}}, "policy.labels[0].device_auth"},
+		{"label webhook without a URL", []string{a.ID}, apitypes.DMSPolicy{Labels: []apitypes.DMSLabel{{Name: "x", CAID: a.ID, DeviceAuth: "webhook"}}}, "policy.labels[0].device_auth"},
 		{"label profile unknown", []string{a.ID}, apitypes.DMSPolicy{Labels: label("x", a.ID, "nope")}, "policy.labels[0].profile"},
 		{"edge validity too long", nil, apitypes.DMSPolicy{EdgeCAValidityDays: 3651}, "policy.edge_ca_validity_days"},
 		{"edge validity negative", nil, apitypes.DMSPolicy{EdgeCAValidityDays: -1}, "policy.edge_ca_validity_days"},

@@ -135,7 +135,7 @@ func toDMS(d *registry.DMS) apitypes.DMS {
 			EdgeNameConstraints: d.EdgeNameConstraints, WebhookURL: d.WebhookURL, OnlineWaitMs: new(int(d.OnlineWait.Milliseconds())),
 			JITRegistration: new(d.JITRegistration)}, AuthorizedCAs: []string{}}
 	for _, l := range d.Labels {
-		out.Policy.Labels = append(out.Policy.Labels, apitypes.DMSLabel{Name: l.Name, CAID: l.CAID.String(), Profile: l.Profile})
+		out.Policy.Labels = append(out.Policy.Labels, apitypes.DMSLabel{Name: l.Name, CAID: l.CAID.String(), Profile: l.Profile, DeviceAuth: l.DeviceAuth})
 	}
 	for _, ca := range d.AuthorizedCAs {
 		out.AuthorizedCAs = append(out.AuthorizedCAs, ca.String())
@@ -187,7 +187,7 @@ func policyFrom(c *gin.Context, p *apitypes.DMSPolicy) (caservice.DMSPolicy, boo
 			problem(c, http.StatusBadRequest, "invalid-id", field+" must be a CA id (UUID)", field)
 			return out, false
 		}
-		out.Labels = append(out.Labels, caservice.DMSLabel{Name: l.Name, CAID: id, Profile: l.Profile})
+		out.Labels = append(out.Labels, caservice.DMSLabel{Name: l.Name, CAID: id, Profile: l.Profile, DeviceAuth: l.DeviceAuth})
 	}
 	if p.EdgeCAValidityDays != 0 {
 		out.EdgeCAValidity = time.Duration(p.EdgeCAValidityDays) * 24 * time.Hour

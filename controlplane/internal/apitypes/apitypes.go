@@ -175,6 +175,9 @@ type DMSLabel struct {
 	CAID string `json:"ca_id"`
 	// Profile is the issuance profile; empty: the policy's.
 	Profile string `json:"profile,omitempty"`
+	// DeviceAuth overrides the policy's device_auth for this label:
+	// client_cert, basic_secret or webhook; empty: the policy's.
+	DeviceAuth string `json:"device_auth,omitempty"`
 }
 
 // CreateDMSRequest creates a DMS.

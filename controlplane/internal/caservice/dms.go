@@ -60,6 +60,9 @@ type DMSLabel struct {
 	CAID uuid.UUID
 	// Profile is the issuance profile; empty: the policy's.
 	Profile string
+	// DeviceAuth is how devices authenticate under this label
+	// (client_cert, basic_secret, webhook); empty: the policy's.
+	DeviceAuth string
 }
 
 // Policy limits.
@@ -89,7 +92,7 @@ func PolicyOf(d *registry.DMS) DMSPolicy {
 		BootstrapCAPEMs: d.BootstrapCAPEMs, EdgeCAValidity: d.EdgeCAValidity, EdgeNameConstraints: d.EdgeNameConstraints,
 		WebhookURL: d.WebhookURL, OnlineWait: d.OnlineWait, JITRegistration: d.JITRegistration}
 	for _, l := range d.Labels {
-		p.Labels = append(p.Labels, DMSLabel{Name: l.Name, CAID: l.CAID, Profile: l.Profile})
+		p.Labels = append(p.Labels, DMSLabel{Name: l.Name, CAID: l.CAID, Profile: l.Profile, DeviceAuth: l.DeviceAuth})
 	}
 	return p
 }
@@ -171,6 +174,14 @@ func (p DMSPolicy) validate() error {
 		seen[l.Name] = true
 		if len(l.Profile) > maxPolicyString {
 			return invalid(f+".profile", "profile must be at most %d characters", maxPolicyString)
+		}
+		switch l.DeviceAuth {
+		case "", "client_cert", "basic_secret", "webhook":
+		default:
+			return invalid(f+".device_auth", "device_auth %q is not one of client_cert, basic_secret, webhook", truncateText(l.DeviceAuth, 40))
+		}
+		if l.DeviceAuth == "webhook" && p.WebhookURL == "" {
+			return invalid(f+".device_auth", "label %q uses the webhook, but the policy has no webhook_url", l.Name)
 		}
 	}
 	return nil
@@ -348,7 +359,7 @@ func setPolicy(d *registry.DMS, p DMSPolicy) {
 	d.EdgeCAValidity, d.EdgeNameConstraints, d.WebhookURL, d.OnlineWait, d.JITRegistration = p.EdgeCAValidity, p.EdgeNameConstraints, p.WebhookURL, p.OnlineWait, p.JITRegistration
 	d.Labels = nil
 	for _, l := range p.Labels {
-		d.Labels = append(d.Labels, registry.DMSLabel{Name: l.Name, CAID: l.CAID, Profile: l.Profile})
+		d.Labels = append(d.Labels, registry.DMSLabel{Name: l.Name, CAID: l.CAID, Profile: l.Profile, DeviceAuth: l.DeviceAuth})
 	}
 }
 

@@ -45,6 +45,8 @@ type DMSLabel struct {
 	Name    string    `json:"name"`
 	CAID    uuid.UUID `json:"ca_id"`
 	Profile string    `json:"profile,omitempty"`
+	// DeviceAuth overrides the policy's device authentication.
+	DeviceAuth string `json:"device_auth,omitempty"`
 }
 
 const dmsColumns = `id, name, status, mode, device_auth, profile, reenroll_window, local_quota, bootstrap_ca_pems, identity_serial, identity_not_after, created_at,

@@ -74,7 +74,7 @@ func DMSState(ctx context.Context, db registry.DBTX, dmsID uuid.UUID) (*State, e
 		}
 	}
 	for _, l := range pol.Labels {
-		p.Labels = append(p.Labels, &syncpb.Label{Name: l.Name, CaId: l.CAID.String(), Profile: l.Profile})
+		p.Labels = append(p.Labels, &syncpb.Label{Name: l.Name, CaId: l.CAID.String(), Profile: l.Profile, DeviceAuth: l.DeviceAuth})
 	}
 	st := &State{Policy: p}
 	for _, id := range d.AuthorizedCAs {
