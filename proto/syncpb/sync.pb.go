@@ -1432,7 +1432,7 @@ type Policy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "online", "queued" or "local".
 	Mode string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
-	// "client_cert", "basic_secret" or "webhook".
+	// "client_cert", "basic_secret", "client_cert_or_secret" or "webhook".
 	DeviceAuth string `protobuf:"bytes,2,opt,name=device_auth,json=deviceAuth,proto3" json:"device_auth,omitempty"`
 	Profile    string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
 	// How long before expiry a device may re-enroll; 0..3650 days.
@@ -1614,8 +1614,8 @@ type Label struct {
 	CaId string `protobuf:"bytes,2,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
 	// Empty: the policy's profile.
 	Profile string `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
-	// How devices authenticate under this label ("client_cert",
-	// "basic_secret" or "webhook"); empty: the policy's device_auth.
+	// How devices authenticate under this label (as Policy.device_auth);
+	// empty: the policy's device_auth.
 	DeviceAuth    string `protobuf:"bytes,4,opt,name=device_auth,json=deviceAuth,proto3" json:"device_auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -325,9 +325,9 @@ func validatePolicy(p *syncpb.Policy) error {
 		return invalid("mode", "not one of online, queued, local")
 	}
 	switch p.GetDeviceAuth() {
-	case "client_cert", "basic_secret", "webhook":
+	case "client_cert", "basic_secret", "client_cert_or_secret", "webhook":
 	default:
-		return invalid("device_auth", "not one of client_cert, basic_secret, webhook")
+		return invalid("device_auth", "not one of client_cert, basic_secret, client_cert_or_secret, webhook")
 	}
 	if err := checkString("profile", p.GetProfile(), MaxStringLength, false); err != nil {
 		return err
@@ -361,9 +361,9 @@ func validatePolicy(p *syncpb.Policy) error {
 			return err
 		}
 		switch l.GetDeviceAuth() {
-		case "", "client_cert", "basic_secret", "webhook":
+		case "", "client_cert", "basic_secret", "client_cert_or_secret", "webhook":
 		default:
-			return invalid(f+".device_auth", "not one of client_cert, basic_secret, webhook")
+			return invalid(f+".device_auth", "not one of client_cert, basic_secret, client_cert_or_secret, webhook")
 		}
 	}
 	if p.GetEdgeCaValiditySeconds() < 0 {

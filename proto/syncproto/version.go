@@ -15,5 +15,6 @@ package syncproto
 //     URL, online wait, just-in-time registration, state digest; CABundle.ca_id;
 //     Heartbeat policy digest, CRL numbers, EST server certificate expiry,
 //     revocations seen;
-//     EnrollmentRequest.reenroll_serial_hex; Label.device_auth
+//     EnrollmentRequest.reenroll_serial_hex; Label.device_auth; device_auth
+//     "client_cert_or_secret"
 const ProtocolVersion uint32 = 2

@@ -339,6 +339,14 @@ func (s *estServer) authEnroll(r *http.Request, ps *policyState, req *enrollRequ
 		peer = r.TLS.PeerCertificates[0]
 	}
 	auth := ps.deviceAuthFor(req.Label)
+	if auth == "client_cert_or_secret" {
+		// A manufacturer certificate if the device presents one, else a
+		// one-time secret.
+		auth = "basic_secret"
+		if peer != nil {
+			auth = "client_cert"
+		}
+	}
 	switch auth {
 	case "client_cert":
 		if peer == nil {

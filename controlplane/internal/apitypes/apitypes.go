@@ -139,7 +139,7 @@ type DMS struct {
 // defaults.
 type DMSPolicy struct {
 	Mode               string   `json:"mode"`        // online | queued | local
-	DeviceAuth         string   `json:"device_auth"` // client_cert | basic_secret | webhook
+	DeviceAuth         string   `json:"device_auth"` // client_cert | basic_secret | client_cert_or_secret | webhook
 	Profile            string   `json:"profile"`
 	ReenrollWindowDays int      `json:"reenroll_window_days"`
 	LocalQuota         int      `json:"local_quota"`

@@ -117,9 +117,9 @@ func (p DMSPolicy) validate() error {
 		return invalid("policy.mode", "mode %q is not one of online, queued, local", p.Mode)
 	}
 	switch p.DeviceAuth {
-	case "client_cert", "basic_secret", "webhook":
+	case "client_cert", "basic_secret", "client_cert_or_secret", "webhook":
 	default:
-		return invalid("policy.device_auth", "device_auth %q is not one of client_cert, basic_secret, webhook", p.DeviceAuth)
+		return invalid("policy.device_auth", "device_auth %q is not one of client_cert, basic_secret, client_cert_or_secret, webhook", p.DeviceAuth)
 	}
 	if len(p.Profile) > maxPolicyString {
 		return invalid("policy.profile", "profile must be at most %d characters", maxPolicyString)
@@ -176,9 +176,9 @@ func (p DMSPolicy) validate() error {
 			return invalid(f+".profile", "profile must be at most %d characters", maxPolicyString)
 		}
 		switch l.DeviceAuth {
-		case "", "client_cert", "basic_secret", "webhook":
+		case "", "client_cert", "basic_secret", "client_cert_or_secret", "webhook":
 		default:
-			return invalid(f+".device_auth", "device_auth %q is not one of client_cert, basic_secret, webhook", truncateText(l.DeviceAuth, 40))
+			return invalid(f+".device_auth", "device_auth %q is not one of client_cert, basic_secret, client_cert_or_secret, webhook", truncateText(l.DeviceAuth, 40))
 		}
 		if l.DeviceAuth == "webhook" && p.WebhookURL == "" {
 			return invalid(f+".device_auth", "label %q uses the webhook, but the policy has no webhook_url", l.Name)

@@ -13,7 +13,7 @@ import (
 
 var (
 	dmsModes       = []string{"online", "queued", "local"}
-	dmsDeviceAuths = []string{"client_cert", "basic_secret", "webhook"}
+	dmsDeviceAuths = []string{"client_cert", "basic_secret", "client_cert_or_secret", "webhook"}
 )
 
 var dmsList = listSpec[apitypes.DMS]{

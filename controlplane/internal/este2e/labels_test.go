@@ -18,7 +18,7 @@ func TestLabelDeviceAuth(t *testing.T) {
 	bootKey, bootCert, bootPEM := benchCA(t)
 	policy := apitypes.DMSPolicy{Mode: "local", DeviceAuth: "basic_secret", Profile: "device", LocalQuota: 100, ReenrollWindowDays: 14, BootstrapCAPEMs: []string{string(bootPEM)}}
 	v := newEnv(t, policy)
-	policy.Labels = []apitypes.DMSLabel{{Name: "mtls", CAID: v.caID, DeviceAuth: "client_cert"}}
+	policy.Labels = []apitypes.DMSLabel{{Name: "mtls", CAID: v.caID, DeviceAuth: "client_cert"}, {Name: "either", CAID: v.caID, DeviceAuth: "client_cert_or_secret"}}
 	v.setPolicy(policy, []string{v.caID})
 	dev := benchDevice(t, bootKey, bootCert, "press-4")
 	ctx := context.Background()
@@ -40,7 +40,7 @@ func TestLabelDeviceAuth(t *testing.T) {
 		t.Fatalf("default label with only a client certificate: %v, want 401 asking for credentials", err)
 	}
 	// And under mtls, secrets do not replace the certificate.
-	creds := v.mint(1, "sec-")
+	creds := v.mint(2, "sec-")
 	c := v.client("mtls", nil)
 	for u, p := range creds {
 		c.Username, c.Password = u, p
@@ -49,5 +49,15 @@ func TestLabelDeviceAuth(t *testing.T) {
 	_, err = c.SimpleEnroll(ctx, csr)
 	if !errors.As(err, &he) || he.Status != http.StatusUnauthorized || !strings.Contains(he.Message, "client certificate") {
 		t.Fatalf("label mtls with a secret and no certificate: %v, want 401 asking for a client certificate", err)
+	}
+	// Label "either" takes a manufacturer certificate or a secret.
+	_, csr = newCSR(t, "press-4")
+	if _, err := v.client("either", &dev).SimpleEnroll(ctx, csr); err != nil {
+		t.Fatalf("label either with a client certificate: %v", err)
+	}
+	c.BaseURL = v.estURL + "/either"
+	_, csr = newCSR(t, c.Username)
+	if _, err := c.SimpleEnroll(ctx, csr); err != nil {
+		t.Fatalf("label either with a secret: %v", err)
 	}
 }
