@@ -35,6 +35,16 @@ func TestDMSPolicyFields(t *testing.T) {
 		t.Errorf("local mode name constraints %v, want [local]", local.DMS.Policy.EdgeNameConstraints)
 	}
 
+	// Every device authentication the agent knows is stored (the column
+	// has a check constraint of its own).
+	for _, auth := range []string{"client_cert", "basic_secret", "client_cert_or_secret"} {
+		var r apitypes.CreateDMSResponse
+		e.MustDo("POST", "/api/v1/dmss", admin, apitypes.CreateDMSRequest{Name: "pol-auth-" + auth, Policy: &apitypes.DMSPolicy{Mode: "queued", DeviceAuth: auth, Profile: "device"}}, &r, 201)
+		if r.DMS.Policy.DeviceAuth != auth {
+			t.Errorf("device_auth %q stored as %q", auth, r.DMS.Policy.DeviceAuth)
+		}
+	}
+
 	// Everything set; CAs in the order given (b before a).
 	want := apitypes.DMSPolicy{Mode: "local", DeviceAuth: "webhook", Profile: "device", ReenrollWindowDays: 10, LocalQuota: 50,
 		Labels:              []apitypes.DMSLabel{{Name: "line-1.sensors_v2", CAID: a.ID, Profile: "device"}, {Name: "gateways", CAID: b.ID}},

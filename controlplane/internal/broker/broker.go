@@ -216,7 +216,7 @@ func New(cfg Config) (*Broker, error) {
 
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		Logger:       cfg.Log.With("component", "mqtt"),
+		Logger:       slog.New(quietMochi{cfg.Log.Handler()}).With("component", "mqtt"),
 		// Nobody may read $SYS (see the ACL), and each tick writes the
 		// stats to the store: once an hour is plenty.
 		SysTopicResendInterval: 3600,
@@ -357,3 +357,28 @@ func (k *kickLog) since(id string, seq uint64) bool {
 	defer k.mu.Unlock()
 	return k.last[id] > seq
 }
+
+// quietMochi drops mochi's error log about the missing $SYS record on a
+// first start with an empty store: expected, and not an error.
+type quietMochi struct{ slog.Handler }
+
+func (q quietMochi) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelError && r.Message == "failed to get data" {
+		sysMissing := false
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "key" && a.Value.String() == "SYS" {
+				sysMissing = true
+			}
+			return !sysMissing
+		})
+		if sysMissing {
+			return nil
+		}
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietMochi) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietMochi{q.Handler.WithAttrs(as)}
+}
+func (q quietMochi) WithGroup(g string) slog.Handler { return quietMochi{q.Handler.WithGroup(g)} }
