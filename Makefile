@@ -80,6 +80,8 @@ deps: ## install build and test dependencies (Debian packages, pinned Go tools);
 	@# here caches them, so later targets work offline.
 	$(GO) build -o /dev/null tool
 
+DEMO_DEVICES ?= 300
+
 .PHONY: build
 build: ## build all binaries into bin/ (agent also for linux/arm64 and linux/armv7)
 	@mkdir -p $(BINDIR)
@@ -88,6 +90,19 @@ build: ## build all binaries into bin/ (agent also for linux/arm64 and linux/arm
 	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=$(CC_ARMV7) $(GOBUILD) -o $(BINDIR)/outpost-agent-linux-armv7 ./agent/cmd/outpost-agent
 	CGO_ENABLED=1 $(GOBUILD) -o $(BINDIR)/outpost-controlplane ./controlplane/cmd/outpost-controlplane
 	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
+	$(GOBUILD) -o $(BINDIR)/outpost-testbed ./testbed/cmd/outpost-testbed
+
+.PHONY: build-host
+build-host: ## build the binaries for this machine only (what testbed/up needs)
+	@mkdir -p $(BINDIR)
+	CGO_ENABLED=1 $(GOBUILD) -o $(BINDIR)/outpost-agent ./agent/cmd/outpost-agent
+	CGO_ENABLED=1 $(GOBUILD) -o $(BINDIR)/outpost-controlplane ./controlplane/cmd/outpost-controlplane
+	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
+	$(GOBUILD) -o $(BINDIR)/outpost-testbed ./testbed/cmd/outpost-testbed
+
+.PHONY: demo
+demo: deps build ## run the whole system locally (Postgres, control plane + broker on SoftHSM2, agent on swtpm) with a simulated factory line; Ctrl-C stops it
+	$(BINDIR)/outpost-testbed --dir testbed/run --bin $(BINDIR) --devices $(DEMO_DEVICES)
 
 .PHONY: check
 check: fmt-check tidy-check vet staticcheck gen-check ## all checks make test runs first: gofmt, go mod tidy, go vet, staticcheck, generated code
