@@ -173,6 +173,9 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		st, err := agent.OpenStore(cfg)
+		if errors.Is(err, store.ErrLocked) {
+			return errors.New("the agent is starting (it holds its store but does not answer on admin_addr yet); try again in a moment")
+		}
 		if err != nil {
 			return err
 		}
