@@ -308,20 +308,11 @@ func (s *Service) ESTServerCertificateTx(ctx context.Context, tx pgx.Tx, dmsID u
 		return nil, nil, invalid("csr", "the CSR names %d DNS and IP subjectAltNames, at most %d are allowed", n, MaxESTServerNames)
 	}
 	q := registry.On(tx)
-	mgr, err := q.GetCAByRole(ctx, "dms_manager")
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, key, err := s.activeCAWithKey(ctx, q, mgr.ID, "")
-	if err != nil {
-		return nil, nil, err
-	}
-	caCert, err := x509.ParseCertificate(ca.CertDER)
+	ca, iss, err := s.managerIssuer(ctx, q, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	prof := s.withURLs(estServerProfile(), ca.ID)
-	iss := &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}
 	cert, err := iss.Issue(csr, prof, issuer.Request{DeviceID: dmsID.String(), ExtraSANs: issuer.AltNames{DNSNames: csr.DNSNames, IPAddresses: csr.IPAddresses}})
 	if err != nil {
 		var ie *issuer.Error

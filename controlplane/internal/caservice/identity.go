@@ -74,20 +74,11 @@ func (s *Service) CheckDMSIdentity(ctx context.Context, dmsID uuid.UUID, cert *x
 // manager CA in transaction q and records it. It returns the certificate
 // and its chain (issuing CA first).
 func (s *Service) issueDMSIdentity(ctx context.Context, q *registry.Queries, dmsID uuid.UUID, csr *x509.CertificateRequest, now time.Time) (*registry.Certificate, []*registry.CA, error) {
-	mgr, err := q.GetCAByRole(ctx, "dms_manager")
-	if err != nil {
-		return nil, nil, err
-	}
-	ca, key, err := s.activeCAWithKey(ctx, q, mgr.ID, "")
-	if err != nil {
-		return nil, nil, err
-	}
-	caCert, err := x509.ParseCertificate(ca.CertDER)
+	ca, iss, err := s.managerIssuer(ctx, q, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	prof, _ := s.profile("dms")
-	iss := &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}
 	cert, err := iss.Issue(csr, prof, issuer.Request{DeviceID: dmsID.String()})
 	if err != nil {
 		var ie *issuer.Error
@@ -105,6 +96,25 @@ func (s *Service) issueDMSIdentity(ctx context.Context, q *registry.Queries, dms
 		return nil, nil, err
 	}
 	return rec, chain, nil
+}
+
+// managerIssuer is the DMS manager CA (it issues DMS identities and the
+// control plane's and agents' TLS server certificates) with its key, as
+// an issuer at now.
+func (s *Service) managerIssuer(ctx context.Context, q *registry.Queries, now time.Time) (*registry.CA, *issuer.Issuer, error) {
+	mgr, err := q.GetCAByRole(ctx, "dms_manager")
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, key, err := s.activeCAWithKey(ctx, q, mgr.ID, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	caCert, err := x509.ParseCertificate(ca.CertDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ca, &issuer.Issuer{Cert: caCert, Signer: key, Now: func() time.Time { return now }}, nil
 }
 
 // ChainOf returns ca and its ancestors, ca first.
@@ -289,20 +299,12 @@ func (s *Service) ServiceCertificate(ctx context.Context, keyName, commonName st
 	var out *tls.Certificate
 	err = s.Reg.Tx(ctx, func(tx pgx.Tx) error {
 		q := registry.On(tx)
-		mgr, err := q.GetCAByRole(ctx, "dms_manager")
-		if err != nil {
-			return err
-		}
-		ca, caKey, err := s.activeCAWithKey(ctx, q, mgr.ID, "")
-		if err != nil {
-			return err
-		}
-		caCert, err := x509.ParseCertificate(ca.CertDER)
-		if err != nil {
-			return err
-		}
 		now := s.now()
-		cert, err := (&issuer.Issuer{Cert: caCert, Signer: caKey, Now: func() time.Time { return now }}).Issue(csr, prof, issuer.Request{})
+		ca, iss, err := s.managerIssuer(ctx, q, now)
+		if err != nil {
+			return err
+		}
+		cert, err := iss.Issue(csr, prof, issuer.Request{})
 		if err != nil {
 			return err
 		}
