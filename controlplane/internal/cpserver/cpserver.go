@@ -23,6 +23,8 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/lifecycle"
 	"github.com/outpost-pki/outpost/controlplane/internal/ocspresponder"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
+	"github.com/outpost-pki/outpost/controlplane/internal/ui"
+	"github.com/outpost-pki/outpost/internal/buildinfo"
 	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/internal/keystore/filekeys"
 	"github.com/outpost-pki/outpost/internal/keystore/pkcs11keys"
@@ -35,6 +37,8 @@ type App struct {
 	Keys   keystore.Store
 	Svc    *caservice.Service
 	API    *api.Server
+	// UI is the admin dashboard, served under /ui.
+	UI *ui.Server
 	// Bootstrapped is true when this process created the bootstrap CAs.
 	Bootstrapped bool
 	OCSP         *ocspresponder.Responder
@@ -123,7 +127,14 @@ func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, e
 		}
 	}
 	app.API = api.New(svc, api.Options{Log: log, DMSRoots: roots})
+	app.UI, err = ui.New(svc, ui.Options{Log: log, Version: buildinfo.Version})
+	if err != nil {
+		app.Close()
+		return nil, err
+	}
 	mux := http.NewServeMux()
+	mux.Handle(ui.PathPrefix, app.UI.Handler())
+	mux.Handle(ui.PathPrefix+"/", app.UI.Handler())
 	mux.Handle(ocspresponder.PathPrefix, app.OCSP.Handler())
 	mux.Handle(ocspresponder.PathPrefix+"/", app.OCSP.Handler())
 	mux.Handle("/", app.API.Handler())
@@ -152,7 +163,7 @@ func (a *App) AttachCRL(c CRLService, prefix string) {
 	a.mux.Handle(prefix, c.Handler())
 }
 
-// Handler serves the API, OCSP and CRLs.
+// Handler serves the API, OCSP, CRLs and the dashboard (/ui).
 func (a *App) Handler() http.Handler { return a.handler }
 
 // SetPublicURL changes the base URL of OCSP and CRLs (tests that learn
