@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -100,6 +101,17 @@ echo "device $DEV"`)
 curl -sS --fail --cacert "$OUTPOST_EST_CA" --cert "$OUTPOST_BOOTSTRAP_CERT" --key "$OUTPOST_BOOTSTRAP_KEY" -H 'Content-Type: application/pkcs10' --data-binary @b.csr "$OUTPOST_EST_URL/simpleenroll" | openssl base64 -d | openssl pkcs7 -inform DER -print_certs`)
 	if !strings.Contains(out, "subject=CN = bootstrap-device-1") {
 		t.Errorf("enrollment with the bootstrap certificate:\n%s", out)
+	}
+	// The dashboard loads (its login page, for a browser without a
+	// session).
+	if resp, err := http.Get(env["OUTPOST_UI_URL"]); err != nil || resp.StatusCode != 200 {
+		t.Errorf("dashboard at %s: %v %v", env["OUTPOST_UI_URL"], resp, err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `data-test="login-form"`) {
+			t.Errorf("dashboard at %s did not show the login page", env["OUTPOST_UI_URL"])
+		}
 	}
 	// The OCSP responder answers (a request without body is refused
 	// cleanly, not with a server error).
