@@ -99,6 +99,20 @@ func parse(r io.Reader) ([]result, map[string]string, error) {
 	return res, env, sc.Err()
 }
 
+// latency declares a benchmark family reported as time per operation
+// against a budget.
+type latency struct {
+	Title, Family, Note string
+	BudgetMs            float64
+}
+
+var latencies = []latency{{
+	Title:    "Dashboard pages: server time with the data set above",
+	Family:   "UIPage",
+	BudgetMs: 300,
+	Note:     "Each page rendered by the control plane's handler for a logged-in admin (session lookup, token check, queries, template), against a database with the seeded certificates (OUTPOST_BENCH_CERTS, 1,000,000 in `make bench`) and 100,000 devices. `overview` reuses counts and charts computed at most 30 s earlier by the same replica; `overview_fresh` computes them in the request.",
+}}
+
 // pairing declares two benchmark families whose sub-benchmarks line up.
 type pairing struct {
 	Title, Left, Right, LeftCol, RightCol, Note string
@@ -209,6 +223,28 @@ func render(res []result, env map[string]string, cmd string, now time.Time) stri
 				ratio = fmt.Sprintf("%.2f", row.right/row.left)
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", row.name, fmtOps(row.left), fmtOps(row.right), ratio)
+		}
+		b.WriteString("\n")
+	}
+
+	for _, l := range latencies {
+		var rows []result
+		for _, r := range res {
+			if strings.HasPrefix(r.Name, l.Family+"/") {
+				rows = append(rows, r)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "## %s\n\n%s\n\n| case | server time (ms) | within %g ms |\n| --- | ---: | --- |\n", l.Title, l.Note, l.BudgetMs)
+		for _, r := range rows {
+			ms := r.NsPerOp / 1e6
+			ok := "yes"
+			if ms > l.BudgetMs {
+				ok = "**no**"
+			}
+			fmt.Fprintf(&b, "| %s | %.2f | %s |\n", strings.TrimPrefix(r.Name, l.Family+"/"), ms, ok)
 		}
 		b.WriteString("\n")
 	}

@@ -19,6 +19,8 @@ BenchmarkKeysetPage/page_1-2         	     200	    250000 ns/op
 BenchmarkKeysetPage/page_10000-2     	     200	    500000 ns/op
 BenchmarkOffsetPage/page_1-2         	     200	    250000 ns/op
 BenchmarkOffsetPage/page_10000-2     	     200	 200000000 ns/op
+BenchmarkUIPage/overview-2           	     500	   2500000 ns/op	         2.5 ms/page
+BenchmarkUIPage/audit-2              	       5	 400000000 ns/op	       400 ms/page
 PASS
 `
 
@@ -27,8 +29,8 @@ func TestParseAndRender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 9 {
-		t.Fatalf("got %d results, want 9", len(res))
+	if len(res) != 11 {
+		t.Fatalf("got %d results, want 11", len(res))
 	}
 	if got := res[6].Name; got != "KeysetPage/page_10000" {
 		t.Errorf("got name %q, want KeysetPage/page_10000", got)
@@ -52,6 +54,9 @@ func TestParseAndRender(t *testing.T) {
 		"| OFFSET (Lamassu's approach) pages/s | keyset (Outpost) pages/s | ratio |",
 		"| page_1 | 4000 | 4000 | 1.00 |",
 		"| page_10000 | 5.0 | 2000 | 400.00 |",
+		"## Dashboard pages: server time",
+		"| overview | 2.50 | yes |",
+		"| audit | 400.00 | **no** |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
