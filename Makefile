@@ -100,6 +100,10 @@ build-host: ## build the binaries for this machine only (what testbed/up needs)
 	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
 	$(GOBUILD) -o $(BINDIR)/outpost-testbed ./testbed/cmd/outpost-testbed
 
+.PHONY: screenshots
+screenshots: ## refresh docs/screenshots from the dashboard's browser tests (real Chromium)
+	OUTPOST_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboard ./controlplane/internal/ui/browser/
+
 .PHONY: demo
 demo: deps build ## run the whole system locally (Postgres, control plane + broker on SoftHSM2, agent on swtpm) with a simulated factory line; Ctrl-C stops it
 	$(BINDIR)/outpost-testbed --dir testbed/run --bin $(BINDIR) --devices $(DEMO_DEVICES)
