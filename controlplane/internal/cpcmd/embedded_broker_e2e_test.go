@@ -27,17 +27,8 @@ func agentStatus(t *testing.T, a *cptest.Agent) (s struct {
 	return s
 }
 
-// eventually polls cond every 200 ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool, tail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v\n%s", what, within, tail())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
+// eventually is cptest.Eventually.
+var eventually = cptest.Eventually
 
 // TestEmbeddedBroker runs `outpost-controlplane serve` with its embedded
 // MQTT broker (the single-machine default) and two agents, one with its

@@ -243,3 +243,20 @@ func (e *Env) WaitEvents(a *Agent, n int, within time.Duration) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Eventually polls cond every 200 ms until it holds, and fails the test
+// with what and tail() (if not nil: a log to show) when within passes.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool, tail func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			extra := ""
+			if tail != nil {
+				extra = tail()
+			}
+			t.Fatalf("%s: not within %v\n%s", what, within, extra)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

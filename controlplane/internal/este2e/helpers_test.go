@@ -128,21 +128,8 @@ func (v *estEnv) restoreUplink() {
 	eventually(v.t, time.Minute, "the agent reconnects", func() bool { return v.status().Online }, v.agent.Tail)
 }
 
-// eventually polls cond every 200 ms until it holds.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool, tail func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			extra := ""
-			if tail != nil {
-				extra = tail()
-			}
-			t.Fatalf("%s: not within %v\n%s", what, within, extra)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
+// eventually is cptest.Eventually.
+var eventually = cptest.Eventually
 
 // newEnv starts everything for a DMS with policy (mode, device_auth, ...);
 // the devices CA is added to authorized_cas.

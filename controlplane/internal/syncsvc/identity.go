@@ -26,7 +26,7 @@ func (a *Applier) applyIdentityRenewal(ctx context.Context, tx pgx.Tx, dmsID uui
 		}
 		return "", err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE sync_records SET result_serial = $3 WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId(), cert.Serial); err != nil {
+	if err := remember(ctx, tx, dmsID, rec.GetRecordId(), resultSerial, cert.Serial); err != nil {
 		return "", err
 	}
 	out.updates = append(out.updates, identityUpdate(rec.GetRecordId(), cert, chain))
@@ -34,10 +34,7 @@ func (a *Applier) applyIdentityRenewal(ctx context.Context, tx pgx.Tx, dmsID uui
 }
 
 func identityUpdate(recordID string, cert *registry.Certificate, chain []*registry.CA) *syncpb.Update {
-	ic := &syncpb.IdentityCertificate{CertificateDer: cert.DER}
-	for _, c := range chain {
-		ic.ChainDers = append(ic.ChainDers, c.CertDER)
-	}
+	ic := &syncpb.IdentityCertificate{CertificateDer: cert.DER, ChainDers: ders(chain)}
 	return &syncpb.Update{UpdateId: "identity-" + cert.Serial, Payload: &syncpb.Update_Identity{Identity: ic}}
 }
 

@@ -51,7 +51,7 @@ func (a *Applier) applyEnrollment(ctx context.Context, tx pgx.Tx, dmsID uuid.UUI
 		if msg == "" {
 			msg = "the enrollment was refused"
 		}
-		if _, err := tx.Exec(ctx, `UPDATE sync_records SET result_error = $3 WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId(), msg); err != nil {
+		if err := remember(ctx, tx, dmsID, rec.GetRecordId(), resultError, msg); err != nil {
 			return "", err
 		}
 		out.updates = append(out.updates, enrollmentError(rec.GetRecordId(), er.GetRequestId(), msg))
@@ -60,7 +60,7 @@ func (a *Applier) applyEnrollment(ctx context.Context, tx pgx.Tx, dmsID uuid.UUI
 	if err := sp.Commit(ctx); err != nil {
 		return "", err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE sync_records SET result_serial = $3 WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId(), cert.Serial); err != nil {
+	if err := remember(ctx, tx, dmsID, rec.GetRecordId(), resultSerial, cert.Serial); err != nil {
 		return "", err
 	}
 	out.updates = append(out.updates, enrollmentUpdate(er.GetRequestId(), cert, chain))
@@ -89,7 +89,7 @@ func (a *Applier) applyEdgeCARequest(ctx context.Context, tx pgx.Tx, dmsID uuid.
 		}
 		return "", err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE sync_records SET result_ca_id = $3 WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId(), ca.ID); err != nil {
+	if err := remember(ctx, tx, dmsID, rec.GetRecordId(), resultCAID, ca.ID); err != nil {
 		return "", err
 	}
 	out.updates = append(out.updates, edgeCAUpdate(ca, chain))
@@ -111,7 +111,7 @@ func (a *Applier) applyServerCertificate(ctx context.Context, tx pgx.Tx, dmsID u
 		}
 		return "", err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE sync_records SET result_serial = $3 WHERE dms_id = $1 AND record_id = $2`, dmsID, rec.GetRecordId(), cert.Serial); err != nil {
+	if err := remember(ctx, tx, dmsID, rec.GetRecordId(), resultSerial, cert.Serial); err != nil {
 		return "", err
 	}
 	out.updates = append(out.updates, serverCertUpdate(cert, chain))
@@ -122,6 +122,22 @@ func serverCertUpdate(cert *registry.Certificate, chain []*registry.CA) *syncpb.
 	sc := &syncpb.ServerCertificate{CertificateDer: cert.DER, ChainDers: ders(chain)}
 	return &syncpb.Update{UpdateId: "server-cert-" + cert.Serial, Payload: &syncpb.Update_ServerCertificate{ServerCertificate: sc}}
 }
+
+// remember keeps a record's answer (column result_serial, result_error or
+// result_ca_id of sync_records) so a redelivery gets the same one.
+func remember(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, recordID string, column answerColumn, value any) error {
+	_, err := tx.Exec(ctx, `UPDATE sync_records SET `+string(column)+` = $3 WHERE dms_id = $1 AND record_id = $2`, dmsID, recordID, value)
+	return err
+}
+
+// answerColumn is a column of sync_records that keeps an answer.
+type answerColumn string
+
+const (
+	resultSerial answerColumn = "result_serial"
+	resultError  answerColumn = "result_error"
+	resultCAID   answerColumn = "result_ca_id"
+)
 
 func ders(chain []*registry.CA) [][]byte {
 	out := make([][]byte, 0, len(chain))

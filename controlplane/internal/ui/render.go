@@ -190,19 +190,24 @@ func fmtDate(t time.Time) string {
 	return t.UTC().Format("2006-01-02")
 }
 
-// since says how long ago t was, roughly.
-func since(now time.Time, v any) string {
-	var t time.Time
+// timeOf reads a time.Time or *time.Time template value; ok is false
+// for nil, the zero time and anything else.
+func timeOf(v any) (t time.Time, ok bool) {
 	switch x := v.(type) {
 	case time.Time:
 		t = x
 	case *time.Time:
-		if x == nil {
-			return "never"
+		if x != nil {
+			t = *x
 		}
-		t = *x
 	}
-	if t.IsZero() {
+	return t, !t.IsZero()
+}
+
+// since says how long ago t was, roughly.
+func since(now time.Time, v any) string {
+	t, ok := timeOf(v)
+	if !ok {
 		return "never"
 	}
 	return roughDuration(now.Sub(t)) + " ago"
@@ -210,17 +215,8 @@ func since(now time.Time, v any) string {
 
 // until says how long until t, or how long since it passed.
 func until(now time.Time, v any) string {
-	var t time.Time
-	switch x := v.(type) {
-	case time.Time:
-		t = x
-	case *time.Time:
-		if x == nil {
-			return "—"
-		}
-		t = *x
-	}
-	if t.IsZero() {
+	t, ok := timeOf(v)
+	if !ok {
 		return "—"
 	}
 	if d := t.Sub(now); d >= 0 {
