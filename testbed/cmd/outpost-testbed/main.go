@@ -21,23 +21,28 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/outpost-pki/outpost/testbed/system"
 )
 
 func main() {
-	var o options
-	flag.StringVar(&o.dir, "dir", "testbed/run", "working `directory` (state, logs, outpost.env); emptied first")
-	flag.StringVar(&o.bin, "bin", "bin", "`directory` of the built outpost binaries")
-	flag.IntVar(&o.devices, "devices", 300, "devices the simulated factory line enrolls (0: none)")
-	flag.Float64Var(&o.offline, "offline", 0.3, "share of the devices that enroll while the uplink is cut")
-	flag.IntVar(&o.secrets, "secrets", 200, "unused one-time enrollment secrets to leave in the secrets file")
+	var o system.Options
+	var devices int
+	var offline float64
+	flag.StringVar(&o.Dir, "dir", "testbed/run", "working `directory` (state, logs, outpost.env); emptied first")
+	flag.StringVar(&o.Bin, "bin", "bin", "`directory` of the built outpost binaries")
+	flag.IntVar(&devices, "devices", 300, "devices the simulated factory line enrolls (0: none)")
+	flag.Float64Var(&offline, "offline", 0.3, "share of the devices that enroll while the uplink is cut")
+	flag.IntVar(&o.Secrets, "secrets", 200, "unused one-time enrollment secrets to leave in the secrets file")
+	flag.BoolVar(&o.Control, "control", true, "serve the control endpoint (OUTPOST_TESTBED_CONTROL_URL: POST /uplink/cut, /uplink/restore)")
 	flag.Parse()
-	if o.devices < 0 || o.offline < 0 || o.offline > 1 || o.secrets < 1 {
+	if devices < 0 || offline < 0 || offline > 1 || o.Secrets < 1 {
 		fmt.Fprintln(os.Stderr, "outpost-testbed: --devices >= 0, --offline in [0,1], --secrets >= 1")
 		os.Exit(2)
 	}
 	var err error
-	if o.dir, err = filepath.Abs(o.dir); err == nil {
-		o.bin, err = filepath.Abs(o.bin)
+	if o.Dir, err = filepath.Abs(o.Dir); err == nil {
+		o.Bin, err = filepath.Abs(o.Bin)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "outpost-testbed:", err)
@@ -45,8 +50,28 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, o, devices, offline); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "outpost-testbed:", err)
 		os.Exit(1)
 	}
+}
+
+func run(ctx context.Context, o system.Options, devices int, offline float64) error {
+	s, err := system.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Println("==> stopping everything")
+		s.Stop()
+		fmt.Println("==> stopped")
+	}()
+	if devices > 0 {
+		if err := s.FactoryLine(ctx, devices, offline); err != nil {
+			return err
+		}
+	}
+	s.Banner()
+	<-ctx.Done()
+	return nil
 }

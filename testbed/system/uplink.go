@@ -1,15 +1,16 @@
-package main
+package system
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
 )
 
-// uplink is a TCP proxy between the agent and the broker that the demo
+// Uplink is a TCP proxy between the agent and the broker that the demo
 // can cut and restore: a gateway losing its uplink, without touching the
 // control plane (the dashboard and API stay up).
-type uplink struct {
+type Uplink struct {
 	target string
 	addr   string
 
@@ -18,17 +19,21 @@ type uplink struct {
 	conns map[net.Conn]bool
 }
 
-func newUplink(target string) (*uplink, error) {
+// errUplinkUp is Restore's answer when the uplink is not cut.
+var errUplinkUp = errors.New("the uplink is not cut")
+
+// NewUplink listens on a free loopback port and forwards to target.
+func NewUplink(target string) (*Uplink, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	u := &uplink{target: target, addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
+	u := &Uplink{target: target, addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
 	u.serve(ln)
 	return u, nil
 }
 
-func (u *uplink) serve(ln net.Listener) {
+func (u *Uplink) serve(ln net.Listener) {
 	u.mu.Lock()
 	u.ln = ln
 	u.mu.Unlock()
@@ -43,7 +48,7 @@ func (u *uplink) serve(ln net.Listener) {
 	}()
 }
 
-func (u *uplink) pipe(c net.Conn) {
+func (u *Uplink) pipe(c net.Conn) {
 	up, err := net.Dial("tcp", u.target)
 	if err != nil {
 		c.Close()
@@ -70,8 +75,8 @@ func (u *uplink) pipe(c net.Conn) {
 	u.mu.Unlock()
 }
 
-// cut closes the listener and every connection through it.
-func (u *uplink) cut() {
+// Cut closes the listener and every connection through it.
+func (u *Uplink) Cut() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.ln != nil {
@@ -83,8 +88,14 @@ func (u *uplink) cut() {
 	}
 }
 
-// restore listens again on the same address.
-func (u *uplink) restore() error {
+// Restore listens again on the same address.
+func (u *Uplink) Restore() error {
+	u.mu.Lock()
+	up := u.ln != nil
+	u.mu.Unlock()
+	if up {
+		return errUplinkUp
+	}
 	ln, err := net.Listen("tcp", u.addr)
 	if err != nil {
 		return err
@@ -92,3 +103,6 @@ func (u *uplink) restore() error {
 	u.serve(ln)
 	return nil
 }
+
+// Addr is the address the agent dials instead of the broker's.
+func (u *Uplink) Addr() string { return u.addr }
