@@ -53,6 +53,9 @@ type MosquittoOptions struct {
 	// Persistent keeps sessions and queued QoS 1 messages on disk across
 	// Restart.
 	Persistent bool
+	// LogFile receives the broker's log (appended to across Restart).
+	// Default: mosquitto.log in the broker's directory, removed by Close.
+	LogFile string
 }
 
 // NewMosquitto starts a broker for t and stops it when t ends.
@@ -165,7 +168,7 @@ func (m *Mosquitto) start(ctx context.Context) error {
 		name:    "mosquitto",
 		argv:    []string{m.bin, "-c", conf},
 		dir:     m.dir,
-		logPath: filepath.Join(m.dir, "mosquitto.log"),
+		logPath: m.logFile(),
 	}, m.Addr())
 	if err != nil {
 		return err
@@ -185,7 +188,7 @@ func (m *Mosquitto) Restart(ctx context.Context) error {
 		name:    "mosquitto",
 		argv:    []string{m.bin, "-c", conf},
 		dir:     m.dir,
-		logPath: filepath.Join(m.dir, "mosquitto.log"),
+		logPath: m.logFile(),
 	}, m.Addr())
 	if err != nil {
 		return err
@@ -252,4 +255,11 @@ func (m *Mosquitto) Close() error {
 	return shutdown(m.proc, syscall.SIGTERM, 10*time.Second, m.dir)
 }
 
-func (m *Mosquitto) logs() []string { return []string{filepath.Join(m.dir, "mosquitto.log")} }
+func (m *Mosquitto) logs() []string { return []string{m.logFile()} }
+
+func (m *Mosquitto) logFile() string {
+	if m.opts.LogFile != "" {
+		return m.opts.LogFile
+	}
+	return filepath.Join(m.dir, "mosquitto.log")
+}

@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,20 @@ type Options struct {
 	// Quiet drops the progress lines (tests log them instead through
 	// Logf).
 	Logf func(format string, args ...any)
+	// ExternalBroker starts mosquitto (TLS, client certificates, the ACL
+	// of docs/SYNC.md, persistent sessions) instead of the control
+	// plane's embedded broker: every replica's sync consumer joins its
+	// shared subscription, and the agent's uplink proxy leads there.
+	ExternalBroker bool
+	// Replicas is how many control plane replicas to run (default 1).
+	// They share the database and the SoftHSM2 token, each with its own
+	// API port and sync client id; more than one needs ExternalBroker.
+	// Replica 1 starts (and bootstraps) alone, the others once it is
+	// healthy.
+	Replicas int
+	// AgentSyncBatch is the agent's sync.batch_size (records per up
+	// message); 0 keeps the agent's default (200).
+	AgentSyncBatch int
 }
 
 // System is everything Start started; Stop stops it in reverse order.
@@ -64,6 +79,13 @@ type System struct {
 	// API is the control plane's base URL (http://127.0.0.1:port), Token
 	// its admin API token, DSN the registry's database URL.
 	API, Token, DSN string
+	// APIs are the base URLs of every replica (APIs[0] == API); their
+	// processes are "controlplane-1".."controlplane-N" with
+	// ExternalBroker, else "controlplane". Proc("controlplane") is
+	// replica 1 either way.
+	APIs []string
+	// Mosquitto is the external broker (nil without ExternalBroker).
+	Mosquitto *testbed.Mosquitto
 	// DMSID is the gateway's DMS; ESTURL the agent's
 	// https://host:port/.well-known/est base; ESTCA verifies its server
 	// certificate.
@@ -108,6 +130,12 @@ func (s *System) Path(name string) string { return filepath.Join(s.o.Dir, name) 
 func Start(ctx context.Context, o Options) (*System, error) {
 	if o.Secrets <= 0 {
 		o.Secrets = 200
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Replicas > 1 && !o.ExternalBroker {
+		return nil, errors.New("system: more than one control plane replica needs ExternalBroker (each embedded broker would be a broker of its own)")
 	}
 	s := &System{o: o, procs: map[string]*Proc{}}
 	if err := s.start(ctx); err != nil {
@@ -162,51 +190,14 @@ func (s *System) start(ctx context.Context) error {
 	}
 	s.defer_(func() { _ = tpm.Close() })
 
-	apiPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	brokerPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	s.API = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	s.Token = "opk_demo_" + randomHex(16)
 	if err := os.WriteFile(s.Path("admin-token"), []byte(s.Token+"\n"), 0o600); err != nil {
 		return err
 	}
-	cpConfig := fmt.Sprintf(`version: 1
-listen: 127.0.0.1:%d
-public_url: %s
-database:
-  url: %q
-keystore:
-  backend: pkcs11
-  pkcs11:
-    module: %s
-    token_label: %s
-    pin:
-      env: OUTPOST_DEMO_PKCS11_PIN
-admin_token:
-  file: %s
-bootstrap:
-  organization: Outpost Demo
-sync:
-  broker:
-    listen: 127.0.0.1:%d
-    data_dir: %s
-log_level: info
-`, apiPort, s.API, s.DSN, hsm.Module, hsm.Label, s.Path("admin-token"), brokerPort, s.Path("broker"))
-	if err := os.WriteFile(s.Path("controlplane.yaml"), []byte(cpConfig), 0o600); err != nil {
-		return err
-	}
-	s.step("starting the control plane (API, dashboard, OCSP/CRL, embedded MQTT broker) on %s", s.API)
 	env := append(hsm.Env(), "OUTPOST_DEMO_PKCS11_PIN="+hsm.PIN)
-	if err := s.spawn("controlplane", env, filepath.Join(s.o.Bin, "outpost-controlplane"), "serve", "--config", s.Path("controlplane.yaml")); err != nil {
+	brokerAddr, err := s.startControlPlane(ctx, hsm, env)
+	if err != nil {
 		return err
-	}
-	if err := waitHTTP(ctx, s.API+"/healthz", 90*time.Second); err != nil {
-		return fmt.Errorf("the control plane did not come up (see %s): %w", s.Path("logs/controlplane.log"), err)
 	}
 
 	s.step("creating a devices CA, a bootstrap (manufacturer) CA and the DMS")
@@ -257,6 +248,16 @@ log_level: info
 		return err
 	}
 	s.DMSID = dms.DMS.ID
+	syncExtra := ""
+	if s.o.ExternalBroker {
+		if brokerAddr, err = s.startExternalBroker(ctx, trust, hsm, env); err != nil {
+			return err
+		}
+		syncExtra = fmt.Sprintf("  broker_ca_file: %s\n", s.Path("broker-ca.pem"))
+	}
+	if s.o.AgentSyncBatch > 0 {
+		syncExtra += fmt.Sprintf("  batch_size: %d\n", s.o.AgentSyncBatch)
+	}
 
 	estPort, err := freePort()
 	if err != nil {
@@ -266,7 +267,7 @@ log_level: info
 	if err != nil {
 		return err
 	}
-	if s.Uplink, err = NewUplink(fmt.Sprintf("127.0.0.1:%d", brokerPort)); err != nil {
+	if s.Uplink, err = NewUplink(brokerAddr); err != nil {
 		return err
 	}
 	s.defer_(s.Uplink.Cut)
@@ -282,7 +283,7 @@ keystore:
     swtpm_addr: %s
 sync:
   broker_url: mqtts://%s
-  heartbeat: 2s
+%s  heartbeat: 2s
 est:
   listen: 127.0.0.1:%d
   hostnames: [127.0.0.1, localhost]
@@ -290,7 +291,7 @@ est:
   rate_per_address: 0
 admin_addr: %s
 log_level: info
-`, s.Path("agent"), s.API, tpm.Addr(), s.Uplink.Addr(), estPort, s.AgentAdmin)
+`, s.Path("agent"), s.API, tpm.Addr(), s.Uplink.Addr(), syncExtra, estPort, s.AgentAdmin)
 	if err := os.WriteFile(s.AgentConfig, []byte(agentConfig), 0o600); err != nil {
 		return err
 	}
@@ -454,6 +455,9 @@ type AgentStatus struct {
 	ESTAddr        string    `json:"est_addr"`
 	EdgeCANotAfter time.Time `json:"edge_ca_not_after"`
 	QueueDepth     int       `json:"queue_depth"`
+	// Disabled: the agent learned that the control plane disabled its
+	// DMS (the broker answered Banned); it refuses enrollments.
+	Disabled bool `json:"disabled"`
 }
 
 // WaitAgent polls the agent's /status until cond holds.
@@ -651,4 +655,139 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return strings.TrimRight(base64.RawURLEncoding.EncodeToString(b), "=")
+}
+
+// cpConfig is replica i's configuration: API on apiPort, CA keys in the
+// shared SoftHSM2 token, and syncYAML as its sync section.
+func (s *System) cpConfig(apiPort int, hsm *testbed.SoftHSM, logLevel, syncYAML string) string {
+	return fmt.Sprintf(`version: 1
+listen: 127.0.0.1:%d
+public_url: %s
+database:
+  url: %q
+keystore:
+  backend: pkcs11
+  pkcs11:
+    module: %s
+    token_label: %s
+    pin:
+      env: OUTPOST_DEMO_PKCS11_PIN
+admin_token:
+  file: %s
+bootstrap:
+  organization: Outpost Demo
+sync:
+%slog_level: %s
+`, apiPort, fmt.Sprintf("http://127.0.0.1:%d", apiPort), s.DSN, hsm.Module, hsm.Label, s.Path("admin-token"), syncYAML, logLevel)
+}
+
+// startControlPlane starts the first (or only) control plane and waits
+// until it is healthy. With the embedded broker it returns the broker's
+// address. With ExternalBroker, replica 1 first runs with the sync link
+// off: it bootstraps the CAs whose certificates mosquitto must trust
+// before any replica can connect there (startExternalBroker restarts
+// it).
+func (s *System) startControlPlane(ctx context.Context, hsm *testbed.SoftHSM, env []string) (brokerAddr string, err error) {
+	for i := 0; i < s.o.Replicas; i++ {
+		port, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		s.APIs = append(s.APIs, fmt.Sprintf("http://127.0.0.1:%d", port))
+	}
+	s.API = s.APIs[0]
+	bin := filepath.Join(s.o.Bin, "outpost-controlplane")
+	if !s.o.ExternalBroker {
+		brokerPort, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		brokerAddr = fmt.Sprintf("127.0.0.1:%d", brokerPort)
+		cfg := s.cpConfig(apiPortOf(s.API), hsm, "info", fmt.Sprintf("  broker:\n    listen: %s\n    data_dir: %s\n", brokerAddr, s.Path("broker")))
+		if err := os.WriteFile(s.Path("controlplane.yaml"), []byte(cfg), 0o600); err != nil {
+			return "", err
+		}
+		s.step("starting the control plane (API, dashboard, OCSP/CRL, embedded MQTT broker) on %s", s.API)
+		if err := s.spawn("controlplane", env, bin, "serve", "--config", s.Path("controlplane.yaml")); err != nil {
+			return "", err
+		}
+		return brokerAddr, s.waitReplica(ctx, "controlplane", s.API)
+	}
+	cfg := s.cpConfig(apiPortOf(s.API), hsm, "debug", "  broker:\n    enabled: false\n")
+	if err := os.WriteFile(s.Path("controlplane-1.yaml"), []byte(cfg), 0o600); err != nil {
+		return "", err
+	}
+	s.step("starting control plane replica 1 on %s (bootstrap; the sync link waits for mosquitto)", s.API)
+	if err := s.spawn("controlplane-1", env, bin, "serve", "--config", s.Path("controlplane-1.yaml")); err != nil {
+		return "", err
+	}
+	s.procs["controlplane"] = s.procs["controlplane-1"]
+	return "", s.waitReplica(ctx, "controlplane-1", s.API)
+}
+
+// startExternalBroker starts mosquitto trusting trust (the DMS manager
+// CA and the root above it) for client certificates, with the ACL of
+// docs/SYNC.md; restarts replica 1 with its sync link pointing there and
+// starts the other replicas one after the other, each once the one
+// before is healthy. It returns mosquitto's address and writes its CA to
+// broker-ca.pem.
+func (s *System) startExternalBroker(ctx context.Context, trust []byte, hsm *testbed.SoftHSM, env []string) (string, error) {
+	acl := s.Path("mosquitto.acl")
+	if err := os.WriteFile(acl, []byte("user outpost-controlplane\ntopic readwrite outpost/v1/dms/#\ntopic read $share/outpost-controlplane/outpost/v1/dms/+/up\n\n"+
+		"pattern write outpost/v1/dms/%u/up\npattern read outpost/v1/dms/%u/down\n"), 0o644); err != nil {
+		return "", err
+	}
+	s.step("starting mosquitto (TLS with client certificates, ACL, persistent sessions)")
+	m, err := testbed.StartMosquitto(ctx, testbed.MosquittoOptions{TLS: true, RequireClientCert: true, Persistent: true,
+		ExtraClientCAs: trust, LogFile: s.Path("logs/mosquitto.log"),
+		Config: "acl_file " + acl + "\nmax_packet_size 1052672\n"})
+	if err != nil {
+		return "", err
+	}
+	s.Mosquitto = m
+	s.defer_(func() { _ = m.Close() })
+	if err := os.WriteFile(s.Path("broker-ca.pem"), m.CA.CertPEM(), 0o644); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(s.o.Bin, "outpost-controlplane")
+	for i, api := range s.APIs {
+		name := fmt.Sprintf("controlplane-%d", i+1)
+		syncYAML := fmt.Sprintf("  external_broker_url: %s\n  external_broker_ca_file: %s\n  client_id: cp-%d\n", m.URL(), s.Path("broker-ca.pem"), i+1)
+		if err := os.WriteFile(s.Path(name+".yaml"), []byte(s.cpConfig(apiPortOf(api), hsm, "debug", syncYAML)), 0o600); err != nil {
+			return "", err
+		}
+		if i == 0 {
+			s.step("restarting replica 1 with its sync link on mosquitto")
+			p := s.procs[name]
+			if err := p.Stop(20 * time.Second); err != nil {
+				return "", err
+			}
+			if err := p.Start(); err != nil {
+				return "", err
+			}
+		} else {
+			s.step("starting control plane replica %d on %s", i+1, api)
+			if err := s.spawn(name, env, bin, "serve", "--config", s.Path(name+".yaml")); err != nil {
+				return "", err
+			}
+		}
+		if err := s.waitReplica(ctx, name, api); err != nil {
+			return "", err
+		}
+	}
+	return m.Addr(), nil
+}
+
+// waitReplica waits until the replica answers /healthz.
+func (s *System) waitReplica(ctx context.Context, name, api string) error {
+	if err := waitHTTP(ctx, api+"/healthz", 90*time.Second); err != nil {
+		return fmt.Errorf("%s did not come up (see %s): %w", name, s.Path("logs/"+name+".log"), err)
+	}
+	return nil
+}
+
+func apiPortOf(api string) int {
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(api, "http://"))
+	n, _ := strconv.Atoi(port)
+	return n
 }

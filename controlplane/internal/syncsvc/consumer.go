@@ -131,6 +131,7 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 		}
 		if err == nil {
 			c.Applied.Add(1)
+			log.Debug("sync: applied a message", "dms_id", dmsStr, "message_id", env.GetMessageId(), "records", len(env.GetUp().GetRecords()))
 		}
 		if err == nil && reply == nil {
 			ack()
