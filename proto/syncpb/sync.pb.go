@@ -228,6 +228,7 @@ type Record struct {
 	//	*Record_RevocationReport
 	//	*Record_Event
 	//	*Record_ServerCertificateRequest
+	//	*Record_ResponderCertificate
 	Payload       isRecord_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -347,6 +348,15 @@ func (x *Record) GetServerCertificateRequest() *ServerCertificateRequest {
 	return nil
 }
 
+func (x *Record) GetResponderCertificate() *ResponderCertificate {
+	if x != nil {
+		if x, ok := x.Payload.(*Record_ResponderCertificate); ok {
+			return x.ResponderCertificate
+		}
+	}
+	return nil
+}
+
 type isRecord_Payload interface {
 	isRecord_Payload()
 }
@@ -379,6 +389,10 @@ type Record_ServerCertificateRequest struct {
 	ServerCertificateRequest *ServerCertificateRequest `protobuf:"bytes,16,opt,name=server_certificate_request,json=serverCertificateRequest,proto3,oneof"`
 }
 
+type Record_ResponderCertificate struct {
+	ResponderCertificate *ResponderCertificate `protobuf:"bytes,17,opt,name=responder_certificate,json=responderCertificate,proto3,oneof"`
+}
+
 func (*Record_EnrollmentRequest) isRecord_Payload() {}
 
 func (*Record_IssuedCertificate) isRecord_Payload() {}
@@ -392,6 +406,8 @@ func (*Record_RevocationReport) isRecord_Payload() {}
 func (*Record_Event) isRecord_Payload() {}
 
 func (*Record_ServerCertificateRequest) isRecord_Payload() {}
+
+func (*Record_ResponderCertificate) isRecord_Payload() {}
 
 // EnrollmentRequest is a device CSR the agent forwards for signing (online
 // and queued modes). The answer comes back as an EnrollmentResult update.
@@ -735,6 +751,64 @@ func (x *ServerCertificateRequest) GetCsrDer() []byte {
 	return nil
 }
 
+// ResponderCertificate answers a ResponderRequest: the OCSP responder
+// certificate the agent's edge CA signed for the control plane's responder
+// key. The control plane installs it and from then on answers OCSP for
+// the certificates that edge CA issued.
+type ResponderCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The edge CA (its control plane id) that signed the certificate.
+	CaId string `protobuf:"bytes,1,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
+	// DER, at most syncproto.MaxDERSize bytes, with id-kp-OCSPSigning.
+	CertificateDer []byte `protobuf:"bytes,2,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResponderCertificate) Reset() {
+	*x = ResponderCertificate{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponderCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponderCertificate) ProtoMessage() {}
+
+func (x *ResponderCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponderCertificate.ProtoReflect.Descriptor instead.
+func (*ResponderCertificate) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResponderCertificate) GetCaId() string {
+	if x != nil {
+		return x.CaId
+	}
+	return ""
+}
+
+func (x *ResponderCertificate) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
 // RevocationReport tells the control plane the agent revoked a certificate
 // its edge CA issued.
 type RevocationReport struct {
@@ -750,7 +824,7 @@ type RevocationReport struct {
 
 func (x *RevocationReport) Reset() {
 	*x = RevocationReport{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +836,7 @@ func (x *RevocationReport) String() string {
 func (*RevocationReport) ProtoMessage() {}
 
 func (x *RevocationReport) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[8]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +849,7 @@ func (x *RevocationReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationReport.ProtoReflect.Descriptor instead.
 func (*RevocationReport) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{8}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RevocationReport) GetSerialHex() string {
@@ -815,7 +889,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +901,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[9]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +914,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{9}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Event) GetKind() string {
@@ -896,7 +970,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +982,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[10]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +995,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{10}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetAgentVersion() string {
@@ -1006,7 +1080,7 @@ type CRLState struct {
 
 func (x *CRLState) Reset() {
 	*x = CRLState{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1092,7 @@ func (x *CRLState) String() string {
 func (*CRLState) ProtoMessage() {}
 
 func (x *CRLState) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[11]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1105,7 @@ func (x *CRLState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLState.ProtoReflect.Descriptor instead.
 func (*CRLState) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{11}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CRLState) GetCaId() string {
@@ -1060,7 +1134,7 @@ type Down struct {
 
 func (x *Down) Reset() {
 	*x = Down{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1146,7 @@ func (x *Down) String() string {
 func (*Down) ProtoMessage() {}
 
 func (x *Down) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[12]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1159,7 @@ func (x *Down) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Down.ProtoReflect.Descriptor instead.
 func (*Down) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{12}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Down) GetAck() *Ack {
@@ -1116,7 +1190,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1202,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[13]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1215,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{13}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetRecordIds() []string {
@@ -1173,7 +1247,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1259,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[14]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1272,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{14}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rejection) GetRecordId() string {
@@ -1239,6 +1313,7 @@ type Update struct {
 	//	*Update_EdgeCa
 	//	*Update_Identity
 	//	*Update_ServerCertificate
+	//	*Update_ResponderRequest
 	Payload       isUpdate_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1246,7 +1321,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1333,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[15]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1346,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{15}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Update) GetUpdateId() string {
@@ -1369,6 +1444,15 @@ func (x *Update) GetServerCertificate() *ServerCertificate {
 	return nil
 }
 
+func (x *Update) GetResponderRequest() *ResponderRequest {
+	if x != nil {
+		if x, ok := x.Payload.(*Update_ResponderRequest); ok {
+			return x.ResponderRequest
+		}
+	}
+	return nil
+}
+
 type isUpdate_Payload interface {
 	isUpdate_Payload()
 }
@@ -1409,6 +1493,10 @@ type Update_ServerCertificate struct {
 	ServerCertificate *ServerCertificate `protobuf:"bytes,18,opt,name=server_certificate,json=serverCertificate,proto3,oneof"`
 }
 
+type Update_ResponderRequest struct {
+	ResponderRequest *ResponderRequest `protobuf:"bytes,19,opt,name=responder_request,json=responderRequest,proto3,oneof"`
+}
+
 func (*Update_Policy) isUpdate_Payload() {}
 
 func (*Update_CaBundle) isUpdate_Payload() {}
@@ -1426,6 +1514,8 @@ func (*Update_EdgeCa) isUpdate_Payload() {}
 func (*Update_Identity) isUpdate_Payload() {}
 
 func (*Update_ServerCertificate) isUpdate_Payload() {}
+
+func (*Update_ResponderRequest) isUpdate_Payload() {}
 
 // Policy is the DMS policy; a newer version replaces an older one.
 type Policy struct {
@@ -1473,7 +1563,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1575,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[16]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1588,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{16}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Policy) GetMode() string {
@@ -1623,7 +1713,7 @@ type Label struct {
 
 func (x *Label) Reset() {
 	*x = Label{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1725,7 @@ func (x *Label) String() string {
 func (*Label) ProtoMessage() {}
 
 func (x *Label) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[17]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1738,7 @@ func (x *Label) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Label.ProtoReflect.Descriptor instead.
 func (*Label) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{17}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Label) GetName() string {
@@ -1696,7 +1786,7 @@ type CABundle struct {
 
 func (x *CABundle) Reset() {
 	*x = CABundle{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1798,7 @@ func (x *CABundle) String() string {
 func (*CABundle) ProtoMessage() {}
 
 func (x *CABundle) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[18]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1811,7 @@ func (x *CABundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CABundle.ProtoReflect.Descriptor instead.
 func (*CABundle) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{18}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CABundle) GetCertificateDers() [][]byte {
@@ -1754,7 +1844,7 @@ type CRLUpdate struct {
 
 func (x *CRLUpdate) Reset() {
 	*x = CRLUpdate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1856,7 @@ func (x *CRLUpdate) String() string {
 func (*CRLUpdate) ProtoMessage() {}
 
 func (x *CRLUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[19]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1869,7 @@ func (x *CRLUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRLUpdate.ProtoReflect.Descriptor instead.
 func (*CRLUpdate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{19}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CRLUpdate) GetCaId() string {
@@ -1818,7 +1908,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1920,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[20]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1933,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{20}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Revocation) GetSerialHex() string {
@@ -1887,7 +1977,7 @@ type RenewalIntent struct {
 
 func (x *RenewalIntent) Reset() {
 	*x = RenewalIntent{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +1989,7 @@ func (x *RenewalIntent) String() string {
 func (*RenewalIntent) ProtoMessage() {}
 
 func (x *RenewalIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[21]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2002,7 @@ func (x *RenewalIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewalIntent.ProtoReflect.Descriptor instead.
 func (*RenewalIntent) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{21}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RenewalIntent) GetDeviceId() string {
@@ -1954,7 +2044,7 @@ type EnrollmentResult struct {
 
 func (x *EnrollmentResult) Reset() {
 	*x = EnrollmentResult{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[22]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2056,7 @@ func (x *EnrollmentResult) String() string {
 func (*EnrollmentResult) ProtoMessage() {}
 
 func (x *EnrollmentResult) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[22]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2069,7 @@ func (x *EnrollmentResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentResult.ProtoReflect.Descriptor instead.
 func (*EnrollmentResult) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{22}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EnrollmentResult) GetRequestId() string {
@@ -2029,7 +2119,7 @@ type EdgeCACertificate struct {
 
 func (x *EdgeCACertificate) Reset() {
 	*x = EdgeCACertificate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[23]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2131,7 @@ func (x *EdgeCACertificate) String() string {
 func (*EdgeCACertificate) ProtoMessage() {}
 
 func (x *EdgeCACertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[23]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2144,7 @@ func (x *EdgeCACertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeCACertificate.ProtoReflect.Descriptor instead.
 func (*EdgeCACertificate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{23}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EdgeCACertificate) GetCertificateDer() []byte {
@@ -2089,7 +2179,7 @@ type IdentityCertificate struct {
 
 func (x *IdentityCertificate) Reset() {
 	*x = IdentityCertificate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[24]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2191,7 @@ func (x *IdentityCertificate) String() string {
 func (*IdentityCertificate) ProtoMessage() {}
 
 func (x *IdentityCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[24]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2204,7 @@ func (x *IdentityCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentityCertificate.ProtoReflect.Descriptor instead.
 func (*IdentityCertificate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{24}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *IdentityCertificate) GetCertificateDer() []byte {
@@ -2142,7 +2232,7 @@ type ServerCertificate struct {
 
 func (x *ServerCertificate) Reset() {
 	*x = ServerCertificate{}
-	mi := &file_proto_syncpb_sync_proto_msgTypes[25]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2244,7 @@ func (x *ServerCertificate) String() string {
 func (*ServerCertificate) ProtoMessage() {}
 
 func (x *ServerCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_syncpb_sync_proto_msgTypes[25]
+	mi := &file_proto_syncpb_sync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2257,7 @@ func (x *ServerCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerCertificate.ProtoReflect.Descriptor instead.
 func (*ServerCertificate) Descriptor() ([]byte, []int) {
-	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{25}
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ServerCertificate) GetCertificateDer() []byte {
@@ -2180,6 +2270,64 @@ func (x *ServerCertificate) GetCertificateDer() []byte {
 func (x *ServerCertificate) GetChainDers() [][]byte {
 	if x != nil {
 		return x.ChainDers
+	}
+	return nil
+}
+
+// ResponderRequest asks the agent to certify the control plane's OCSP
+// responder key for one of its edge CAs (RFC 6960 4.2.2.2 delegated
+// responder: the edge CA's key never leaves the gateway). Sent with
+// heartbeat replies while the CA has no current responder certificate;
+// the agent answers with a ResponderCertificate record.
+type ResponderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	CaId  string                 `protobuf:"bytes,1,opt,name=ca_id,json=caId,proto3" json:"ca_id,omitempty"`
+	// PKCS#10 CSR, DER, at most syncproto.MaxDERSize bytes.
+	CsrDer        []byte `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponderRequest) Reset() {
+	*x = ResponderRequest{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponderRequest) ProtoMessage() {}
+
+func (x *ResponderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponderRequest.ProtoReflect.Descriptor instead.
+func (*ResponderRequest) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ResponderRequest) GetCaId() string {
+	if x != nil {
+		return x.CaId
+	}
+	return ""
+}
+
+func (x *ResponderRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
 	}
 	return nil
 }
@@ -2201,7 +2349,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x04body\"q\n" +
 	"\x02Up\x121\n" +
 	"\arecords\x18\x01 \x03(\v2\x17.outpost.sync.v1.RecordR\arecords\x128\n" +
-	"\theartbeat\x18\x02 \x01(\v2\x1a.outpost.sync.v1.HeartbeatR\theartbeat\"\xfd\x04\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x1a.outpost.sync.v1.HeartbeatR\theartbeat\"\xdb\x05\n" +
 	"\x06Record\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12S\n" +
@@ -2212,7 +2360,8 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x10identity_renewal\x18\r \x01(\v2 .outpost.sync.v1.IdentityRenewalH\x00R\x0fidentityRenewal\x12P\n" +
 	"\x11revocation_report\x18\x0e \x01(\v2!.outpost.sync.v1.RevocationReportH\x00R\x10revocationReport\x12.\n" +
 	"\x05event\x18\x0f \x01(\v2\x16.outpost.sync.v1.EventH\x00R\x05event\x12i\n" +
-	"\x1aserver_certificate_request\x18\x10 \x01(\v2).outpost.sync.v1.ServerCertificateRequestH\x00R\x18serverCertificateRequestB\t\n" +
+	"\x1aserver_certificate_request\x18\x10 \x01(\v2).outpost.sync.v1.ServerCertificateRequestH\x00R\x18serverCertificateRequest\x12\\\n" +
+	"\x15responder_certificate\x18\x11 \x01(\v2%.outpost.sync.v1.ResponderCertificateH\x00R\x14responderCertificateB\t\n" +
 	"\apayload\"\x8c\x02\n" +
 	"\x11EnrollmentRequest\x12\x1d\n" +
 	"\n" +
@@ -2237,7 +2386,10 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x0fIdentityRenewal\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"3\n" +
 	"\x18ServerCertificateRequest\x12\x17\n" +
-	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"v\n" +
+	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"T\n" +
+	"\x14ResponderCertificate\x12\x13\n" +
+	"\x05ca_id\x18\x01 \x01(\tR\x04caId\x12'\n" +
+	"\x0fcertificate_der\x18\x02 \x01(\fR\x0ecertificateDer\"v\n" +
 	"\x10RevocationReport\x12\x1d\n" +
 	"\n" +
 	"serial_hex\x18\x01 \x01(\tR\tserialHex\x12\x16\n" +
@@ -2278,7 +2430,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\tRejection\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
-	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"\xff\x04\n" +
+	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"\xd1\x05\n" +
 	"\x06Update\x12\x1b\n" +
 	"\tupdate_id\x18\x01 \x01(\tR\bupdateId\x121\n" +
 	"\x06policy\x18\n" +
@@ -2292,7 +2444,8 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x11enrollment_result\x18\x0f \x01(\v2!.outpost.sync.v1.EnrollmentResultH\x00R\x10enrollmentResult\x12=\n" +
 	"\aedge_ca\x18\x10 \x01(\v2\".outpost.sync.v1.EdgeCACertificateH\x00R\x06edgeCa\x12B\n" +
 	"\bidentity\x18\x11 \x01(\v2$.outpost.sync.v1.IdentityCertificateH\x00R\bidentity\x12S\n" +
-	"\x12server_certificate\x18\x12 \x01(\v2\".outpost.sync.v1.ServerCertificateH\x00R\x11serverCertificateB\t\n" +
+	"\x12server_certificate\x18\x12 \x01(\v2\".outpost.sync.v1.ServerCertificateH\x00R\x11serverCertificate\x12P\n" +
+	"\x11responder_request\x18\x13 \x01(\v2!.outpost.sync.v1.ResponderRequestH\x00R\x10responderRequestB\t\n" +
 	"\apayload\"\xd4\x04\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1f\n" +
@@ -2359,7 +2512,10 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\x11ServerCertificate\x12'\n" +
 	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\x12\x1d\n" +
 	"\n" +
-	"chain_ders\x18\x02 \x03(\fR\tchainDersB-Z+github.com/outpost-pki/outpost/proto/syncpbb\x06proto3"
+	"chain_ders\x18\x02 \x03(\fR\tchainDers\"@\n" +
+	"\x10ResponderRequest\x12\x13\n" +
+	"\x05ca_id\x18\x01 \x01(\tR\x04caId\x12\x17\n" +
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDerB-Z+github.com/outpost-pki/outpost/proto/syncpbb\x06proto3"
 
 var (
 	file_proto_syncpb_sync_proto_rawDescOnce sync.Once
@@ -2373,7 +2529,7 @@ func file_proto_syncpb_sync_proto_rawDescGZIP() []byte {
 	return file_proto_syncpb_sync_proto_rawDescData
 }
 
-var file_proto_syncpb_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_proto_syncpb_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_proto_syncpb_sync_proto_goTypes = []any{
 	(*Envelope)(nil),                 // 0: outpost.sync.v1.Envelope
 	(*Up)(nil),                       // 1: outpost.sync.v1.Up
@@ -2383,56 +2539,60 @@ var file_proto_syncpb_sync_proto_goTypes = []any{
 	(*EdgeCARequest)(nil),            // 5: outpost.sync.v1.EdgeCARequest
 	(*IdentityRenewal)(nil),          // 6: outpost.sync.v1.IdentityRenewal
 	(*ServerCertificateRequest)(nil), // 7: outpost.sync.v1.ServerCertificateRequest
-	(*RevocationReport)(nil),         // 8: outpost.sync.v1.RevocationReport
-	(*Event)(nil),                    // 9: outpost.sync.v1.Event
-	(*Heartbeat)(nil),                // 10: outpost.sync.v1.Heartbeat
-	(*CRLState)(nil),                 // 11: outpost.sync.v1.CRLState
-	(*Down)(nil),                     // 12: outpost.sync.v1.Down
-	(*Ack)(nil),                      // 13: outpost.sync.v1.Ack
-	(*Rejection)(nil),                // 14: outpost.sync.v1.Rejection
-	(*Update)(nil),                   // 15: outpost.sync.v1.Update
-	(*Policy)(nil),                   // 16: outpost.sync.v1.Policy
-	(*Label)(nil),                    // 17: outpost.sync.v1.Label
-	(*CABundle)(nil),                 // 18: outpost.sync.v1.CABundle
-	(*CRLUpdate)(nil),                // 19: outpost.sync.v1.CRLUpdate
-	(*Revocation)(nil),               // 20: outpost.sync.v1.Revocation
-	(*RenewalIntent)(nil),            // 21: outpost.sync.v1.RenewalIntent
-	(*EnrollmentResult)(nil),         // 22: outpost.sync.v1.EnrollmentResult
-	(*EdgeCACertificate)(nil),        // 23: outpost.sync.v1.EdgeCACertificate
-	(*IdentityCertificate)(nil),      // 24: outpost.sync.v1.IdentityCertificate
-	(*ServerCertificate)(nil),        // 25: outpost.sync.v1.ServerCertificate
+	(*ResponderCertificate)(nil),     // 8: outpost.sync.v1.ResponderCertificate
+	(*RevocationReport)(nil),         // 9: outpost.sync.v1.RevocationReport
+	(*Event)(nil),                    // 10: outpost.sync.v1.Event
+	(*Heartbeat)(nil),                // 11: outpost.sync.v1.Heartbeat
+	(*CRLState)(nil),                 // 12: outpost.sync.v1.CRLState
+	(*Down)(nil),                     // 13: outpost.sync.v1.Down
+	(*Ack)(nil),                      // 14: outpost.sync.v1.Ack
+	(*Rejection)(nil),                // 15: outpost.sync.v1.Rejection
+	(*Update)(nil),                   // 16: outpost.sync.v1.Update
+	(*Policy)(nil),                   // 17: outpost.sync.v1.Policy
+	(*Label)(nil),                    // 18: outpost.sync.v1.Label
+	(*CABundle)(nil),                 // 19: outpost.sync.v1.CABundle
+	(*CRLUpdate)(nil),                // 20: outpost.sync.v1.CRLUpdate
+	(*Revocation)(nil),               // 21: outpost.sync.v1.Revocation
+	(*RenewalIntent)(nil),            // 22: outpost.sync.v1.RenewalIntent
+	(*EnrollmentResult)(nil),         // 23: outpost.sync.v1.EnrollmentResult
+	(*EdgeCACertificate)(nil),        // 24: outpost.sync.v1.EdgeCACertificate
+	(*IdentityCertificate)(nil),      // 25: outpost.sync.v1.IdentityCertificate
+	(*ServerCertificate)(nil),        // 26: outpost.sync.v1.ServerCertificate
+	(*ResponderRequest)(nil),         // 27: outpost.sync.v1.ResponderRequest
 }
 var file_proto_syncpb_sync_proto_depIdxs = []int32{
 	1,  // 0: outpost.sync.v1.Envelope.up:type_name -> outpost.sync.v1.Up
-	12, // 1: outpost.sync.v1.Envelope.down:type_name -> outpost.sync.v1.Down
+	13, // 1: outpost.sync.v1.Envelope.down:type_name -> outpost.sync.v1.Down
 	2,  // 2: outpost.sync.v1.Up.records:type_name -> outpost.sync.v1.Record
-	10, // 3: outpost.sync.v1.Up.heartbeat:type_name -> outpost.sync.v1.Heartbeat
+	11, // 3: outpost.sync.v1.Up.heartbeat:type_name -> outpost.sync.v1.Heartbeat
 	3,  // 4: outpost.sync.v1.Record.enrollment_request:type_name -> outpost.sync.v1.EnrollmentRequest
 	4,  // 5: outpost.sync.v1.Record.issued_certificate:type_name -> outpost.sync.v1.IssuedCertificate
 	5,  // 6: outpost.sync.v1.Record.edge_ca_request:type_name -> outpost.sync.v1.EdgeCARequest
 	6,  // 7: outpost.sync.v1.Record.identity_renewal:type_name -> outpost.sync.v1.IdentityRenewal
-	8,  // 8: outpost.sync.v1.Record.revocation_report:type_name -> outpost.sync.v1.RevocationReport
-	9,  // 9: outpost.sync.v1.Record.event:type_name -> outpost.sync.v1.Event
+	9,  // 8: outpost.sync.v1.Record.revocation_report:type_name -> outpost.sync.v1.RevocationReport
+	10, // 9: outpost.sync.v1.Record.event:type_name -> outpost.sync.v1.Event
 	7,  // 10: outpost.sync.v1.Record.server_certificate_request:type_name -> outpost.sync.v1.ServerCertificateRequest
-	11, // 11: outpost.sync.v1.Heartbeat.crls:type_name -> outpost.sync.v1.CRLState
-	13, // 12: outpost.sync.v1.Down.ack:type_name -> outpost.sync.v1.Ack
-	15, // 13: outpost.sync.v1.Down.updates:type_name -> outpost.sync.v1.Update
-	14, // 14: outpost.sync.v1.Ack.rejections:type_name -> outpost.sync.v1.Rejection
-	16, // 15: outpost.sync.v1.Update.policy:type_name -> outpost.sync.v1.Policy
-	18, // 16: outpost.sync.v1.Update.ca_bundle:type_name -> outpost.sync.v1.CABundle
-	19, // 17: outpost.sync.v1.Update.crl:type_name -> outpost.sync.v1.CRLUpdate
-	20, // 18: outpost.sync.v1.Update.revocation:type_name -> outpost.sync.v1.Revocation
-	21, // 19: outpost.sync.v1.Update.renewal_intent:type_name -> outpost.sync.v1.RenewalIntent
-	22, // 20: outpost.sync.v1.Update.enrollment_result:type_name -> outpost.sync.v1.EnrollmentResult
-	23, // 21: outpost.sync.v1.Update.edge_ca:type_name -> outpost.sync.v1.EdgeCACertificate
-	24, // 22: outpost.sync.v1.Update.identity:type_name -> outpost.sync.v1.IdentityCertificate
-	25, // 23: outpost.sync.v1.Update.server_certificate:type_name -> outpost.sync.v1.ServerCertificate
-	17, // 24: outpost.sync.v1.Policy.labels:type_name -> outpost.sync.v1.Label
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	8,  // 11: outpost.sync.v1.Record.responder_certificate:type_name -> outpost.sync.v1.ResponderCertificate
+	12, // 12: outpost.sync.v1.Heartbeat.crls:type_name -> outpost.sync.v1.CRLState
+	14, // 13: outpost.sync.v1.Down.ack:type_name -> outpost.sync.v1.Ack
+	16, // 14: outpost.sync.v1.Down.updates:type_name -> outpost.sync.v1.Update
+	15, // 15: outpost.sync.v1.Ack.rejections:type_name -> outpost.sync.v1.Rejection
+	17, // 16: outpost.sync.v1.Update.policy:type_name -> outpost.sync.v1.Policy
+	19, // 17: outpost.sync.v1.Update.ca_bundle:type_name -> outpost.sync.v1.CABundle
+	20, // 18: outpost.sync.v1.Update.crl:type_name -> outpost.sync.v1.CRLUpdate
+	21, // 19: outpost.sync.v1.Update.revocation:type_name -> outpost.sync.v1.Revocation
+	22, // 20: outpost.sync.v1.Update.renewal_intent:type_name -> outpost.sync.v1.RenewalIntent
+	23, // 21: outpost.sync.v1.Update.enrollment_result:type_name -> outpost.sync.v1.EnrollmentResult
+	24, // 22: outpost.sync.v1.Update.edge_ca:type_name -> outpost.sync.v1.EdgeCACertificate
+	25, // 23: outpost.sync.v1.Update.identity:type_name -> outpost.sync.v1.IdentityCertificate
+	26, // 24: outpost.sync.v1.Update.server_certificate:type_name -> outpost.sync.v1.ServerCertificate
+	27, // 25: outpost.sync.v1.Update.responder_request:type_name -> outpost.sync.v1.ResponderRequest
+	18, // 26: outpost.sync.v1.Policy.labels:type_name -> outpost.sync.v1.Label
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_proto_syncpb_sync_proto_init() }
@@ -2452,8 +2612,9 @@ func file_proto_syncpb_sync_proto_init() {
 		(*Record_RevocationReport)(nil),
 		(*Record_Event)(nil),
 		(*Record_ServerCertificateRequest)(nil),
+		(*Record_ResponderCertificate)(nil),
 	}
-	file_proto_syncpb_sync_proto_msgTypes[15].OneofWrappers = []any{
+	file_proto_syncpb_sync_proto_msgTypes[16].OneofWrappers = []any{
 		(*Update_Policy)(nil),
 		(*Update_CaBundle)(nil),
 		(*Update_Crl)(nil),
@@ -2463,6 +2624,7 @@ func file_proto_syncpb_sync_proto_init() {
 		(*Update_EdgeCa)(nil),
 		(*Update_Identity)(nil),
 		(*Update_ServerCertificate)(nil),
+		(*Update_ResponderRequest)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2470,7 +2632,7 @@ func file_proto_syncpb_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_syncpb_sync_proto_rawDesc), len(file_proto_syncpb_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

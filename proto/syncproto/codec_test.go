@@ -253,6 +253,8 @@ func TestValidationRules(t *testing.T) {
 		{"edge_ca_request csr missing", fullUp, func(e *syncpb.Envelope) { rec(e, 2).GetEdgeCaRequest().CsrDer = nil }, "up.records[2].edge_ca_request.csr_der"},
 		{"edge_ca_request reason unknown", fullUp, func(e *syncpb.Envelope) { rec(e, 2).GetEdgeCaRequest().Reason = "because" }, "up.records[2].edge_ca_request.reason"},
 		{"edge_ca_request reason missing", fullUp, func(e *syncpb.Envelope) { rec(e, 2).GetEdgeCaRequest().Reason = "" }, "up.records[2].edge_ca_request.reason"},
+		{"responder_certificate ca_id missing", fullUp, func(e *syncpb.Envelope) { rec(e, 7).GetResponderCertificate().CaId = "" }, "up.records[7].responder_certificate.ca_id"},
+		{"responder_certificate certificate missing", fullUp, func(e *syncpb.Envelope) { rec(e, 7).GetResponderCertificate().CertificateDer = nil }, "up.records[7].responder_certificate.certificate_der"},
 
 		{"identity_renewal csr missing", fullUp, func(e *syncpb.Envelope) { rec(e, 3).GetIdentityRenewal().CsrDer = nil }, "up.records[3].identity_renewal.csr_der"},
 		{"identity_renewal csr too large", fullUp, func(e *syncpb.Envelope) {
@@ -375,6 +377,10 @@ func TestValidationRules(t *testing.T) {
 			upd(e, 6).GetEdgeCa().ChainDers[0] = big(syncproto.MaxDERSize + 1)
 		}, "down.updates[6].edge_ca.chain_ders[0]"},
 		{"edge_ca ca_id missing", fullDown, func(e *syncpb.Envelope) { upd(e, 6).GetEdgeCa().CaId = "" }, "down.updates[6].edge_ca.ca_id"},
+		{"responder_request ca_id missing", fullDown, func(e *syncpb.Envelope) { upd(e, 9).GetResponderRequest().CaId = "" }, "down.updates[9].responder_request.ca_id"},
+		{"responder_request csr too large", fullDown, func(e *syncpb.Envelope) {
+			upd(e, 9).GetResponderRequest().CsrDer = make([]byte, syncproto.MaxDERSize+1)
+		}, "down.updates[9].responder_request.csr_der"},
 
 		{"identity certificate missing", fullDown, func(e *syncpb.Envelope) { upd(e, 7).GetIdentity().CertificateDer = nil }, "down.updates[7].identity.certificate_der"},
 		{"identity chain element empty", fullDown, func(e *syncpb.Envelope) { upd(e, 7).GetIdentity().ChainDers = [][]byte{{}} }, "down.updates[7].identity.chain_ders[0]"},

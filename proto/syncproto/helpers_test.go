@@ -60,6 +60,9 @@ func upRecords() []*syncpb.Record {
 		{RecordId: "r-servercert", Payload: &syncpb.Record_ServerCertificateRequest{ServerCertificateRequest: &syncpb.ServerCertificateRequest{
 			CsrDer: csrDER,
 		}}},
+		{RecordId: "r-responder", Payload: &syncpb.Record_ResponderCertificate{ResponderCertificate: &syncpb.ResponderCertificate{
+			CaId: "edge-ca-2", CertificateDer: certDER,
+		}}},
 	}
 }
 
@@ -109,6 +112,9 @@ func downUpdates() []*syncpb.Update {
 		}}},
 		{UpdateId: "u-servercert", Payload: &syncpb.Update_ServerCertificate{ServerCertificate: &syncpb.ServerCertificate{
 			CertificateDer: certDER, ChainDers: [][]byte{caDER},
+		}}},
+		{UpdateId: "u-responder", Payload: &syncpb.Update_ResponderRequest{ResponderRequest: &syncpb.ResponderRequest{
+			CaId: "edge-ca-2", CsrDer: csrDER,
 		}}},
 	}
 }

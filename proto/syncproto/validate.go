@@ -99,6 +99,11 @@ func validateRecord(r *syncpb.Record, seen map[string]struct{}) error {
 		return within("event", validateEvent(p.Event))
 	case *syncpb.Record_ServerCertificateRequest:
 		return within("server_certificate_request", checkDER("csr_der", p.ServerCertificateRequest.GetCsrDer(), MaxDERSize))
+	case *syncpb.Record_ResponderCertificate:
+		return within("responder_certificate", first(
+			checkString("ca_id", p.ResponderCertificate.GetCaId(), MaxStringLength, true),
+			checkDER("certificate_der", p.ResponderCertificate.GetCertificateDer(), MaxDERSize),
+		))
 	}
 	return invalid("payload", "not set")
 }
@@ -310,6 +315,11 @@ func validateUpdate(u *syncpb.Update, seen map[string]struct{}) error {
 		return within("server_certificate", first(
 			checkDER("certificate_der", p.ServerCertificate.GetCertificateDer(), MaxDERSize),
 			checkDERs("chain_ders", p.ServerCertificate.GetChainDers(), false),
+		))
+	case *syncpb.Update_ResponderRequest:
+		return within("responder_request", first(
+			checkString("ca_id", p.ResponderRequest.GetCaId(), MaxStringLength, true),
+			checkDER("csr_der", p.ResponderRequest.GetCsrDer(), MaxDERSize),
 		))
 	}
 	return invalid("payload", "not set")

@@ -17,4 +17,6 @@ package syncproto
 //     revocations seen;
 //     EnrollmentRequest.reenroll_serial_hex; Label.device_auth; device_auth
 //     "client_cert_or_secret"
-const ProtocolVersion uint32 = 2
+//   - 3 (2026-11-22): delegated OCSP for edge CAs: ResponderRequest update
+//     and ResponderCertificate record
+const ProtocolVersion uint32 = 3

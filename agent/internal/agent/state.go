@@ -234,6 +234,8 @@ func (a *Agent) applyUpdates(ctx context.Context, ups []*syncpb.Update) {
 			err = a.installServerCert(ctx, p.ServerCertificate)
 		case *syncpb.Update_Identity:
 			err = a.installIdentity(ctx, p.Identity)
+		case *syncpb.Update_ResponderRequest:
+			err = a.signResponder(ctx, p.ResponderRequest)
 		default:
 			a.log.Debug("down update not handled by this agent version", "update_id", u.GetUpdateId(), "kind", fmt.Sprintf("%T", p))
 		}

@@ -71,7 +71,7 @@ func (a *App) StartSync(ctx context.Context) (*Sync, error) {
 	}
 	s := &Sync{}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: clientCert.client}
-	applier := &syncsvc.Applier{Reg: a.Svc.Reg, Svc: a.Svc, Log: a.log}
+	applier := &syncsvc.Applier{Reg: a.Svc.Reg, Svc: a.Svc, Log: a.log, OCSP: a.OCSP}
 	if a.Config.EmbeddedBrokerOn() {
 		pool, err := a.dmsManagerPool(ctx)
 		if err != nil {
@@ -149,7 +149,10 @@ func (a *App) authorizeDMS(ctx context.Context, dmsID string, cert *x509.Certifi
 		return fmt.Errorf("%w: not a DMS id", caservice.ErrIdentityRefused)
 	}
 	err = a.Svc.CheckDMSIdentity(ctx, id, cert)
-	if err != nil && !errors.Is(err, caservice.ErrIdentityRefused) {
+	switch {
+	case errors.Is(err, caservice.ErrDMSDisabled):
+		return fmt.Errorf("%w: %v", broker.ErrBanned, err)
+	case err != nil && !errors.Is(err, caservice.ErrIdentityRefused):
 		return fmt.Errorf("%w: %v", broker.ErrUnavailable, err)
 	}
 	return err

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
+	"github.com/outpost-pki/outpost/controlplane/internal/ocspresponder"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
@@ -40,6 +41,10 @@ type Applier struct {
 	// new one (the embedded broker drops the connection made with the old
 	// certificate, so the agent reconnects with the new one).
 	OnIdentityReplaced func(dmsID uuid.UUID)
+	// OCSP, if set, is the OCSP responder: edge CAs certify its keys over
+	// sync (responders.go). Without it, ResponderCertificate records are
+	// rejected as not handled and no ResponderRequest is sent.
+	OCSP *ocspresponder.Responder
 }
 
 // applied collects what one message's transaction produced besides acks:
@@ -155,6 +160,13 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 			a.OnIdentityReplaced(dmsID)
 		}
 	}
+	if state != nil && version >= 3 && a.OCSP != nil {
+		// Failing to prepare a responder request only delays it to the
+		// next heartbeat: the records are committed, answer them.
+		if state.responders, err = a.responderRequests(ctx, dmsID, a.now()); err != nil {
+			a.log().Warn("sync: preparing ocsp responder requests", "dms_id", dmsID, "err", err)
+		}
+	}
 	down := buildDown(answers, state)
 	if down == nil {
 		return nil, nil // nothing to answer (a heartbeat of an agent up to date)
@@ -246,6 +258,8 @@ func recordKind(rec *syncpb.Record) string {
 		return "revocation_report"
 	case *syncpb.Record_ServerCertificateRequest:
 		return "server_certificate_request"
+	case *syncpb.Record_ResponderCertificate:
+		return "responder_certificate"
 	}
 	return "unknown"
 }
@@ -258,6 +272,10 @@ func (a *Applier) supported(rec *syncpb.Record) (string, bool) {
 		return "", false
 	case *syncpb.Record_IdentityRenewal, *syncpb.Record_EnrollmentRequest, *syncpb.Record_EdgeCaRequest, *syncpb.Record_ServerCertificateRequest:
 		if a.Svc != nil {
+			return "", false
+		}
+	case *syncpb.Record_ResponderCertificate:
+		if a.OCSP != nil {
 			return "", false
 		}
 	}
@@ -296,6 +314,8 @@ func (a *Applier) applyRecord(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, r
 		return a.applyEdgeCARequest(ctx, tx, dmsID, rec, p.EdgeCaRequest, now, out)
 	case *syncpb.Record_ServerCertificateRequest:
 		return a.applyServerCertificate(ctx, tx, dmsID, rec, p.ServerCertificateRequest, now, out)
+	case *syncpb.Record_ResponderCertificate:
+		return a.applyResponderCertificate(ctx, tx, dmsID, p.ResponderCertificate)
 	}
 	return "unsupported record", nil
 }

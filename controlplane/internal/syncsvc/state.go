@@ -138,6 +138,9 @@ type stateUpdates struct {
 	// revocations are Revocation updates of the DMS's certificates revoked
 	// after the agent's watermark, oldest first, each sent when it fits.
 	revocations []*syncpb.Update
+	// responders are ResponderRequest updates for edge CAs without a
+	// current OCSP responder certificate (responders.go).
+	responders []*syncpb.Update
 }
 
 // maxRevocationsPerReply bounds the revocations one heartbeat's reply
@@ -320,6 +323,12 @@ func buildDown(answers []answer, st *stateUpdates) *syncpb.Down {
 			down.Updates = append(down.Updates, st.policy...)
 		}
 		for _, u := range st.crls {
+			if size := updatesSize([]*syncpb.Update{u}); b.fits(1, size) {
+				b.take(1, size)
+				down.Updates = append(down.Updates, u)
+			}
+		}
+		for _, u := range st.responders {
 			if size := updatesSize([]*syncpb.Update{u}); b.fits(1, size) {
 				b.take(1, size)
 				down.Updates = append(down.Updates, u)

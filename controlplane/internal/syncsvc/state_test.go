@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/crl"
 	"github.com/outpost-pki/outpost/controlplane/internal/syncsvc"
 	"github.com/outpost-pki/outpost/proto/syncpb"
+	"github.com/outpost-pki/outpost/proto/syncproto"
 )
 
 // TestHeartbeatSendsState: a heartbeat whose policy digest differs gets
@@ -34,7 +35,7 @@ func TestHeartbeatSendsState(t *testing.T) {
 
 	// An agent holding nothing: bundles then policy, nothing else.
 	reply := f.heartbeat(dmsID, &syncpb.Heartbeat{AgentVersion: "test"})
-	if reply.GetProtocolVersion() != 2 || reply.GetDown().GetAck() != nil {
+	if reply.GetProtocolVersion() != syncproto.ProtocolVersion || reply.GetDown().GetAck() != nil {
 		t.Fatalf("reply: %v", reply)
 	}
 	ups := reply.GetDown().GetUpdates()

@@ -92,10 +92,28 @@ func TestUpDown(t *testing.T) {
 	}
 	out := sh(`IFS=: read -r DEV SECRET < "$OUTPOST_EST_SECRETS_FILE"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout dev.key -subj "/CN=$DEV" -outform DER 2>/dev/null | openssl base64 > dev.csr
-curl -sS --fail --cacert "$OUTPOST_EST_CA" -u "$DEV:$SECRET" -H 'Content-Type: application/pkcs10' --data-binary @dev.csr "$OUTPOST_EST_URL/simpleenroll" | openssl base64 -d | openssl pkcs7 -inform DER -print_certs
+curl -sS --fail --cacert "$OUTPOST_EST_CA" -u "$DEV:$SECRET" -H 'Content-Type: application/pkcs10' --data-binary @dev.csr "$OUTPOST_EST_URL/simpleenroll" | openssl base64 -d | openssl pkcs7 -inform DER -print_certs > dev.pem
+cat dev.pem
 echo "device $DEV"`)
 	if !strings.Contains(out, "subject=CN = device-") {
 		t.Errorf("enrollment with a one-time secret:\n%s", out)
+	}
+	// The device's certificate checked with openssl ocsp against
+	// OUTPOST_OCSP_URL: the control plane answers for the gateway's edge
+	// CA through the responder the gateway certified over sync, once the
+	// certificate reached the registry (both within a few heartbeats).
+	out = sh(`curl -sS --fail --cacert "$OUTPOST_EST_CA" "$OUTPOST_EST_URL/cacerts" | openssl base64 -d | openssl pkcs7 -inform DER -print_certs > chain.pem
+openssl x509 -in chain.pem -out edge.pem
+i=0
+while :; do
+	if openssl ocsp -issuer edge.pem -cert dev.pem -url "$OUTPOST_OCSP_URL" -CAfile chain.pem > ocsp.txt 2>&1 && grep -q 'dev.pem: good' ocsp.txt; then break; fi
+	i=$((i + 1))
+	if [ "$i" -ge 120 ]; then echo "no good OCSP answer after 60 s:"; cat ocsp.txt; exit 1; fi
+	sleep 0.5
+done
+cat ocsp.txt`)
+	if !strings.Contains(out, "Response verify OK") || !strings.Contains(out, "dev.pem: good") {
+		t.Errorf("openssl ocsp against OUTPOST_OCSP_URL:\n%s", out)
 	}
 	out = sh(`openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout b.key -subj "/CN=bootstrap-device-1" -outform DER 2>/dev/null | openssl base64 > b.csr
 curl -sS --fail --cacert "$OUTPOST_EST_CA" --cert "$OUTPOST_BOOTSTRAP_CERT" --key "$OUTPOST_BOOTSTRAP_KEY" -H 'Content-Type: application/pkcs10' --data-binary @b.csr "$OUTPOST_EST_URL/simpleenroll" | openssl base64 -d | openssl pkcs7 -inform DER -print_certs`)
