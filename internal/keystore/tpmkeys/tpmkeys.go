@@ -137,6 +137,15 @@ func (s *Store) connect() error {
 	if err != nil {
 		return fmt.Errorf("tpmkeys: connecting to the TPM: %w", err)
 	}
+	// Without a resource manager (swtpm's socket, /dev/tpm0) transient
+	// objects outlive the connection that loaded them: a process killed
+	// before Close (SIGKILL, the OOM killer), or our own connection that
+	// failed, leaves an SRK and keys loaded, and the TPM has room for only
+	// a few, so the SRK or the next key load would fail with
+	// TPM_RC_OBJECT_MEMORY. Such a TPM serves one user at a time, so what
+	// is loaded now is left over: flush it. Behind a resource manager
+	// (/dev/tpmrm0) a new connection sees no transient objects.
+	flushTransient(t)
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth([]byte(s.cfg.OwnerAuth.Reveal()))},
 		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
@@ -150,6 +159,22 @@ func (s *Store) connect() error {
 	}
 	s.tpm, s.srk, s.srkName = t, rsp.ObjectHandle, rsp.Name
 	return nil
+}
+
+// flushTransient flushes every transient object loaded in the TPM (best
+// effort).
+func flushTransient(t transport.TPM) {
+	rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(tpm2.TPMHTTransient) << 24, PropertyCount: 64}.Execute(t)
+	if err != nil {
+		return
+	}
+	handles, err := rsp.CapabilityData.Data.Handles()
+	if err != nil {
+		return
+	}
+	for _, h := range handles.Handle {
+		_, _ = tpm2.FlushContext{FlushHandle: h}.Execute(t)
+	}
 }
 
 // isTPMError reports whether err came from the TPM itself (a response

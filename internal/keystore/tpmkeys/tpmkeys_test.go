@@ -224,3 +224,33 @@ func TestCorruptBlob(t *testing.T) {
 		}
 	}
 }
+
+// TestOpensAfterKilledProcess: a process killed before Close (SIGKILL)
+// leaves its SRK and loaded keys in a TPM without a resource manager
+// (swtpm's socket); the next Open flushes them instead of failing with
+// TPM_RC_OBJECT_MEMORY.
+func TestOpensAfterKilledProcess(t *testing.T) {
+	ctx := context.Background()
+	tpm := testbed.NewSwtpm(t)
+	dir := t.TempDir()
+	for run := 0; run < 3; run++ {
+		s := openStore(t, DialSwtpm(tpm.Addr()), dir)
+		signer, err := s.Generate(ctx, "k"+string(rune('a'+run)), keystore.ECDSAP256)
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		keystoretest.CheckSigner(t, signer)
+		// Killed: the connection closes, nothing is flushed.
+		s.mu.Lock()
+		s.tpm.Close()
+		s.closed = true
+		s.mu.Unlock()
+	}
+	s := openStore(t, DialSwtpm(tpm.Addr()), dir)
+	defer s.Close()
+	signer, err := s.Load(ctx, "ka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keystoretest.CheckSigner(t, signer)
+}
