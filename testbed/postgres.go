@@ -30,6 +30,11 @@ type Postgres struct {
 	dir  string
 	port int
 	proc *process
+
+	// What start needs again for Restart.
+	bin  string
+	cred *syscall.Credential
+	opts PostgresOptions
 }
 
 // PostgresOptions tunes StartPostgres. The zero value is fine.
@@ -103,7 +108,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 			return nil, fmt.Errorf("postgres: handing %s to the postgres user: %w", dir, err)
 		}
 	}
-	pg := &Postgres{dir: dir}
+	pg := &Postgres{dir: dir, bin: bin, cred: cred, opts: opts}
 
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
 		"-D", pg.dataDir(), "-U", "outpost", "--auth=trust", "--no-sync",
@@ -117,7 +122,12 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 
 	// Another process may take the port between freePort and bind: retry.
 	for attempt := 0; ; attempt++ {
-		err = pg.start(ctx, bin, cred, opts)
+		port, perr := freePort()
+		if perr != nil {
+			os.RemoveAll(dir)
+			return nil, perr
+		}
+		err = pg.start(ctx, port)
 		if err == nil {
 			return pg, nil
 		}
@@ -130,11 +140,10 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 
 func (pg *Postgres) dataDir() string { return filepath.Join(pg.dir, "data") }
 
-func (pg *Postgres) start(ctx context.Context, bin string, cred *syscall.Credential, opts PostgresOptions) error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
+// start starts the server on port and waits until it accepts
+// connections; errPortTaken when another process holds the port.
+func (pg *Postgres) start(ctx context.Context, port int) error {
+	bin, cred, opts := pg.bin, pg.cred, pg.opts
 	pg.port = port
 	settings := map[string]string{
 		"listen_addresses":        "127.0.0.1",
@@ -239,6 +248,34 @@ func (pg *Postgres) NewDatabase(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return dsn
+}
+
+// Restart stops the server with a fast shutdown (open sessions are
+// aborted; clients see their connections drop, as in a database
+// failover or restart) and starts it again on the same port with the same
+// data directory, waiting until it accepts connections. Not safe for
+// concurrent use with itself or Close.
+func (pg *Postgres) Restart(ctx context.Context) error {
+	if err := pg.proc.stop(syscall.SIGINT, 10*time.Second); err != nil {
+		return fmt.Errorf("postgres: stopping for a restart: %w", err)
+	}
+	// The port was ours a moment ago; another process may still grab it,
+	// or the kernel may take a moment to release it.
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		if err = pg.start(ctx, pg.port); !errors.Is(err, errPortTaken) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: starting again on port %d: %w", pg.port, err)
+	}
+	return nil
 }
 
 // Close stops the server (fast shutdown, then SIGKILL) and removes its

@@ -81,6 +81,43 @@ func TestPostgres(t *testing.T) {
 	}
 }
 
+// TestPostgresRestart: Restart keeps the port and the data, and drops
+// the sessions open at the time.
+func TestPostgresRestart(t *testing.T) {
+	pg := NewPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dsn := pg.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	port, old := pg.Port(), pg.proc
+	if err := pg.Restart(ctx); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	assertGone(t, "postgres before the restart", old)
+	if got := pg.Port(); got != port {
+		t.Errorf("port after the restart: got %d, want %d", got, port)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Error("a session opened before the restart still works")
+	}
+	again, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting after the restart: %v", err)
+	}
+	defer again.Close(context.Background())
+	var n int
+	if err := again.QueryRow(ctx, "SELECT count(*) FROM t WHERE id = 1").Scan(&n); err != nil || n != 1 {
+		t.Errorf("the row written before the restart: got %d, %v; want 1, nil", n, err)
+	}
+}
+
 func TestSoftHSM(t *testing.T) {
 	h := NewSoftHSM(t)
 
