@@ -32,7 +32,9 @@ import (
 
 // The EST server (RFC 7030) devices enroll with. Errors are 400, 401,
 // 403, 404, 405, 413, 415, 429, 501 or 503 with a one-line text body that
-// names the problem; a queued request is 202 with Retry-After.
+// names the problem; a queued request is 202 with Retry-After. While the
+// control plane has disabled the DMS, every enrollment is 403
+// DisabledMessage.
 
 var allIPs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
@@ -187,6 +189,12 @@ func (s *estServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if ok, after := s.byAddr.Allow(host); !ok {
 		tooMany(rec, after, "too many requests from this address")
+		return
+	}
+	if s.a.disabled() && op != "cacerts" && op != "csrattrs" {
+		// Before any credential is looked at: a one-time secret stays
+		// unused.
+		est.WriteError(rec, http.StatusForbidden, DisabledMessage)
 		return
 	}
 	ps := s.a.state.policy.Load()

@@ -47,8 +47,19 @@ type Status struct {
 	LocalIssued    int64     `json:"local_issued_since_sync"`
 	EdgeCANotAfter time.Time `json:"edge_ca_not_after,omitzero"`
 	LastSync       time.Time `json:"last_sync,omitzero"`
-	Version        string    `json:"version"`
+	// DisabledSince is when the agent learned that the control plane
+	// disabled its DMS (zero while it is not): it issues nothing then.
+	Disabled      bool      `json:"disabled,omitempty"`
+	DisabledSince time.Time `json:"disabled_since,omitzero"`
+	Version       string    `json:"version"`
 }
+
+// kvDisabled holds when the broker first answered Banned (the control
+// plane disabled this DMS); zero or absent: not disabled.
+const kvDisabled = "dms_disabled"
+
+// DisabledMessage is what devices are told while the DMS is disabled.
+const DisabledMessage = "this gateway has been disabled by the control plane"
 
 // Agent is a running agent.
 type Agent struct {
@@ -80,6 +91,44 @@ type Agent struct {
 	maint           chan struct{}
 	profMu          sync.Mutex
 	profiles        map[string]*issuer.Profile
+	// disabledSince is when the agent learned its DMS is disabled (Unix
+	// ms; 0: it is not).
+	disabledSince atomic.Int64
+}
+
+// disabled reports whether the control plane disabled this DMS.
+func (a *Agent) disabled() bool { return a.disabledSince.Load() != 0 }
+
+// loadDisabled restores what the last run learned about being disabled.
+func (a *Agent) loadDisabled() error {
+	t, ok, err := a.store.GetKVTime(kvDisabled)
+	if err != nil {
+		return err
+	}
+	if ok && !t.IsZero() {
+		a.disabledSince.Store(t.UnixMilli())
+		a.log.Error(DisabledMessage+" (learned before this start): issuing nothing; checking again at each connection attempt", "dms_id", a.identity().DMSID, "disabled_since", t)
+	}
+	return nil
+}
+
+// setDisabled is the sync client's OnDisabled: it persists the state
+// before issuance stops or resumes, and says so in the log.
+func (a *Agent) setDisabled(v bool) {
+	at := time.Time{}
+	if v {
+		at = time.Now()
+	}
+	if err := a.store.SetKVTime(kvDisabled, at); err != nil {
+		a.log.Error("recording the dms's disabled state", "err", err)
+	}
+	if v {
+		a.disabledSince.Store(at.UnixMilli())
+		a.log.Error(DisabledMessage+" (the broker answers Banned): refusing enrollments; retrying the connection slowly", "dms_id", a.identity().DMSID, "retry_every", a.sync.DisabledRetry.String())
+		return
+	}
+	a.disabledSince.Store(0)
+	a.log.Info("the control plane accepts this gateway again: enrollments resume", "dms_id", a.identity().DMSID)
 }
 
 // identity is the identity in use (replaced by a renewal).
@@ -128,13 +177,17 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	if err := a.initQuota(); err != nil {
 		return err
 	}
+	if err := a.loadDisabled(); err != nil {
+		return err
+	}
 	tlsCfg, err := a.brokerTLS()
 	if err != nil {
 		return err
 	}
 	a.sync = &syncclient.Client{Store: st, DMSID: id.DMSID, BrokerURL: cfg.Sync.BrokerURL, TLS: tlsCfg, Batch: cfg.Sync.BatchSize,
 		AgentVersion: buildinfo.Version, Heartbeat: time.Duration(cfg.Sync.Heartbeat), Log: log, OnDown: a.onDown,
-		IdentityNotAfter: func() time.Time { return a.identity().Cert.NotAfter }, HeartbeatExtra: a.fillHeartbeat}
+		IdentityNotAfter: func() time.Time { return a.identity().Cert.NotAfter }, HeartbeatExtra: a.fillHeartbeat,
+		Disabled: a.disabled(), OnDisabled: a.setDisabled}
 
 	ln, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
@@ -206,6 +259,9 @@ func (a *Agent) status() Status {
 	}
 	if c := a.edge.current(); c != nil {
 		st.EdgeCANotAfter = c.Cert.NotAfter
+	}
+	if ms := a.disabledSince.Load(); ms != 0 {
+		st.Disabled, st.DisabledSince = true, time.UnixMilli(ms)
 	}
 	return st
 }
@@ -283,6 +339,11 @@ func (a *Agent) adminHandler() http.Handler {
 			online = 1
 		}
 		fmt.Fprintf(w, "# HELP outpost_agent_online 1 when the broker connection is up.\n# TYPE outpost_agent_online gauge\noutpost_agent_online %d\n", online)
+		disabled := 0
+		if s.Disabled {
+			disabled = 1
+		}
+		fmt.Fprintf(w, "# HELP outpost_agent_disabled 1 when the control plane disabled this gateway's DMS (it issues nothing).\n# TYPE outpost_agent_disabled gauge\noutpost_agent_disabled %d\n", disabled)
 		fmt.Fprintf(w, "# HELP outpost_agent_outbox_depth Records waiting to reach the control plane.\n# TYPE outpost_agent_outbox_depth gauge\noutpost_agent_outbox_depth %d\n", s.QueueDepth)
 		fmt.Fprintf(w, "# HELP outpost_agent_identity_not_after_seconds Expiry of the DMS identity certificate.\n# TYPE outpost_agent_identity_not_after_seconds gauge\noutpost_agent_identity_not_after_seconds %d\n", s.IdentityNotAfter.Unix())
 		if a.est != nil {

@@ -190,6 +190,9 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(tw, "DMS\t%s\n", s.DMSID)
 	fmt.Fprintf(tw, "running\t%v\n", running)
 	fmt.Fprintf(tw, "online\t%v\n", s.Online)
+	if s.Disabled {
+		fmt.Fprintf(tw, "disabled\tsince %s: %s; enrollments are refused\n", s.DisabledSince.UTC().Format(time.RFC3339), agent.DisabledMessage)
+	}
 	fmt.Fprintf(tw, "queue depth\t%d\n", s.QueueDepth)
 	fmt.Fprintf(tw, "identity serial\t%s\n", s.IdentitySerial)
 	fmt.Fprintf(tw, "identity expires\t%s (in %s)\n", s.IdentityNotAfter.UTC().Format(time.RFC3339), time.Until(s.IdentityNotAfter).Round(time.Hour))

@@ -10,6 +10,7 @@ package syncclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -32,6 +33,10 @@ type Outbox interface {
 	Ack(ids ...string) (int, error)
 	Depth() (int, error)
 }
+
+// ReasonBanned is the CONNACK reason code (MQTT v5 0x8A "banned") the
+// control plane's broker answers a disabled DMS with.
+const ReasonBanned = 0x8A
 
 // Client syncs one DMS.
 type Client struct {
@@ -56,17 +61,48 @@ type Client struct {
 	// HeartbeatExtra, if set, adds to each heartbeat (policy digest, CRL
 	// numbers, certificate expiries).
 	HeartbeatExtra func(*syncpb.Heartbeat)
-	Log            *slog.Logger
+	// Disabled is the state at start: the broker last answered this DMS's
+	// CONNECT with reason code 0x8A Banned (the control plane disabled
+	// it; the agent persists this). While disabled, connection attempts
+	// after the first are DisabledRetry apart (default 5m), so that a DMS
+	// enabled again is back within DisabledRetry.
+	Disabled      bool
+	DisabledRetry time.Duration
+	// OnDisabled, if set, is called when the state changes: true on a
+	// Banned CONNACK, false when a connection is accepted again.
+	OnDisabled func(disabled bool)
+	Log        *slog.Logger
 
 	mu       sync.Mutex
 	inFlight map[string]time.Time // record id -> sent at
 	online   atomic.Bool
+	disabled atomic.Bool
 	lastSync atomic.Int64
 	kick     chan struct{}
 }
 
 // Online reports whether the broker connection is up.
 func (c *Client) Online() bool { return c.online.Load() }
+
+// IsDisabled reports whether the broker's last answer to a CONNECT was
+// Banned: the control plane disabled this DMS.
+func (c *Client) IsDisabled() bool { return c.disabled.Load() }
+
+// setDisabled records the state and reports a change.
+func (c *Client) setDisabled(v bool) {
+	if c.disabled.Swap(v) != v && c.OnDisabled != nil {
+		c.OnDisabled(v)
+	}
+}
+
+// reconnectBackoff is syncproto.ReconnectBackoff, or DisabledRetry
+// between attempts while the DMS is disabled.
+func (c *Client) reconnectBackoff(attempt int) time.Duration {
+	if attempt > 0 && c.disabled.Load() {
+		return c.DisabledRetry
+	}
+	return syncproto.ReconnectBackoff(attempt)
+}
 
 // LastSync is when the last down message arrived (zero if never).
 func (c *Client) LastSync() time.Time {
@@ -102,6 +138,10 @@ func (c *Client) Run(ctx context.Context) error {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 30 * time.Second
 	}
+	if c.DisabledRetry <= 0 {
+		c.DisabledRetry = 5 * time.Minute
+	}
+	c.disabled.Store(c.Disabled)
 	c.mu.Lock()
 	c.inFlight = map[string]time.Time{}
 	c.kick = make(chan struct{}, 1)
@@ -119,10 +159,11 @@ func (c *Client) Run(ctx context.Context) error {
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: false,
 		SessionExpiryInterval:         7 * 24 * 3600,
-		ReconnectBackoff:              syncproto.ReconnectBackoff,
+		ReconnectBackoff:              c.reconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			c.online.Store(true)
+			c.setDisabled(false)
 			c.mu.Lock()
 			clear(c.inFlight) // a new connection: resend what was in flight
 			c.mu.Unlock()
@@ -139,7 +180,14 @@ func (c *Client) Run(ctx context.Context) error {
 			}()
 		},
 		OnConnectionDown: func() bool { c.online.Store(false); return true },
-		OnConnectError:   func(err error) { c.log().Debug("sync: connecting", "err", err) },
+		OnConnectError: func(err error) {
+			var ce *autopaho.ConnackError
+			if errors.As(err, &ce) && ce.ReasonCode == ReasonBanned {
+				c.setDisabled(true)
+				return
+			}
+			c.log().Debug("sync: connecting", "err", err)
+		},
 		ClientConfig: paho.ClientConfig{
 			ClientID: c.DMSID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {

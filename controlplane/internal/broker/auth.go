@@ -218,10 +218,13 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cancel()
 		if err != nil {
 			code := packets.ErrNotAuthorized
-			if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			switch {
+			case errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 				code = packets.ErrServerUnavailable
+			case errors.Is(err, ErrBanned):
+				code = packets.ErrBanned
 			}
-			log.Warn("refusing mqtt connect", "reason", "authorize failed", "error", err)
+			log.Warn("refusing mqtt connect", "reason", "authorize failed", "error", err, "connack", fmt.Sprintf("%#x", code.Code))
 			return h.refuse(cl, code)
 		}
 	}

@@ -62,6 +62,12 @@ const (
 // "not authorized". A deadline exceeded is treated the same way.
 var ErrUnavailable = errors.New("broker: authorization unavailable")
 
+// ErrBanned, wrapped in an error returned by Config.Authorize, means the
+// DMS exists but an operator disabled it: the client gets CONNACK 0x8A
+// "banned" instead of 0x87 "not authorized", so the agent can tell "you
+// have been disabled" from "I do not know this certificate".
+var ErrBanned = errors.New("broker: dms disabled")
+
 // ErrClosed is returned by Start after Close.
 var ErrClosed = errors.New("broker: closed")
 
@@ -93,8 +99,8 @@ type Config struct {
 	// Authorize is called on every DMS connect, after the certificate and
 	// client id checks, with the DMS id (the certificate's common name)
 	// and the verified leaf certificate. It returns an error for unknown,
-	// disabled or revoked DMSs, wrapping ErrUnavailable when it cannot
-	// tell. It must be safe for concurrent use, return when ctx ends
+	// disabled or revoked DMSs, wrapping ErrBanned for a disabled one and
+	// ErrUnavailable when it cannot tell. It must be safe for concurrent use, return when ctx ends
 	// (10 s per call, and Close cancels it) and should be fast: after a
 	// broker restart every DMS reconnects at once. Required.
 	Authorize func(ctx context.Context, dmsID string, cert *x509.Certificate) error

@@ -24,6 +24,7 @@ const (
 	codeBadClientID       = 0x85
 	codeNotAuthorized     = 0x87
 	codeServerUnavailable = 0x88
+	codeBanned            = 0x8A
 	codeAdministrative    = 0x98
 )
 
@@ -131,8 +132,13 @@ func TestConnectRefused(t *testing.T) {
 	add(tc{name: "no client certificate", clientID: uuid.NewString()})
 	{
 		id, cert := e.newDMS()
-		add(tc{name: "authorize refuses (disabled dms)", dmsID: id, cert: &cert, clientID: id,
+		add(tc{name: "authorize refuses (unknown certificate)", dmsID: id, cert: &cert, clientID: id,
 			authErr: errors.New("dms disabled"), wantCode: codeNotAuthorized, wantAuthorize: true})
+	}
+	{
+		id, cert := e.newDMS()
+		add(tc{name: "authorize bans (disabled by an operator)", dmsID: id, cert: &cert, clientID: id,
+			authErr: fmt.Errorf("the dms is disabled: %w", ErrBanned), wantCode: codeBanned, wantAuthorize: true})
 	}
 	{
 		id, cert := e.newDMS()

@@ -38,6 +38,11 @@ const (
 // certificate for (as opposed to a database error).
 var ErrIdentityRefused = errors.New("DMS identity refused")
 
+// ErrDMSDisabled is CheckDMSIdentity's refusal of a DMS an operator
+// disabled; it wraps ErrIdentityRefused. It is checked before the
+// certificate (disabling revokes it), so a disabled DMS is told so.
+var ErrDMSDisabled = fmt.Errorf("%w: the DMS is disabled", ErrIdentityRefused)
+
 // CheckDMSIdentity decides whether cert, already verified against the DMS
 // manager CA, may act as DMS dmsID: the DMS is active and cert is one of
 // its identity certificates in the registry, not revoked. During an
@@ -51,6 +56,9 @@ func (s *Service) CheckDMSIdentity(ctx context.Context, dmsID uuid.UUID, cert *x
 		return fmt.Errorf("%w: unknown DMS", ErrIdentityRefused)
 	} else if err != nil {
 		return err
+	}
+	if d.Status == "disabled" {
+		return ErrDMSDisabled
 	}
 	if d.Status != "active" {
 		return fmt.Errorf("%w: the DMS is %s", ErrIdentityRefused, d.Status)

@@ -19,6 +19,7 @@ import (
 func agentStatus(t *testing.T, a *cptest.Agent) (s struct {
 	Online         bool   `json:"online"`
 	IdentitySerial string `json:"identity_serial"`
+	Disabled       bool   `json:"disabled"`
 }) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(a.Run("status", "--json")), &s); err != nil {
@@ -115,9 +116,9 @@ func TestEmbeddedBroker(t *testing.T) {
 	e.MustDo("POST", "/api/v1/dmss/"+hsmAgent.DMSID+"/disable", e.AdminToken, nil, nil, 200)
 	eventually(t, 30*time.Second, "the disabled DMS goes offline", func() bool { return !agentStatus(t, hsmAgent).Online }, hsmAgent.Tail)
 	hsmAgent.Run("selftest", "--records", "10", "--prefix", "after-disable")
-	time.Sleep(5 * time.Second) // several reconnect attempts
-	if s := agentStatus(t, hsmAgent); s.Online {
-		t.Errorf("the disabled DMS is online again\n%s", hsmAgent.Tail())
+	time.Sleep(5 * time.Second) // reconnect attempts (after Banned, 5 minutes apart)
+	if s := agentStatus(t, hsmAgent); s.Online || !s.Disabled {
+		t.Errorf("the disabled DMS: online %v, disabled %v; want offline and disabled (the broker answers Banned)\n%s", s.Online, s.Disabled, hsmAgent.Tail())
 	}
 	if n := e.CountEvents(hsmAgent.DMSID); n != 300 {
 		t.Errorf("%d records of the disabled DMS in Postgres, want 300 (none after disabling)", n)

@@ -1,0 +1,148 @@
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/outpost-pki/outpost/testbed/system"
+)
+
+// disabledMessage is the agent's one-line EST refusal while its DMS is
+// disabled (agent.DisabledMessage).
+const disabledMessage = "this gateway has been disabled by the control plane"
+
+// TestDMSRevokedWhileWorking disables the gateway's DMS through the API
+// (POST /api/v1/dmss/:id/disable: the DMS's identity certificate and edge
+// CAs are revoked, and the embedded broker drops its connection) while
+// devices enroll over EST in local mode. First 100 devices enroll and
+// reach the registry (checked with assertExactlyOnce before the
+// disable); then a second fleet enrolls slowly (two workers) and the DMS
+// is disabled after 30 of them. The broker must drop the agent and
+// answer its reconnects with CONNACK 0x8A Banned; the agent must record
+// that it is disabled (on /status, in its log, across a restart) and
+// refuse every enrollment with a 403 naming it. Nothing the agent
+// accepted may be lost: each certificate a device accepted is in the
+// registry exactly once (then revoked with its edge CA) or still in the
+// agent's outbox (a disabled DMS's records are refused by the control
+// plane, so they wait there; the API cannot enable a DMS again).
+func TestDMSRevokedWhileWorking(t *testing.T) {
+	s := startSystem(t, system.Options{Secrets: 1})
+	ctx := context.Background()
+	creds, err := s.MintSecrets(ctx, 300, "revoked-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := enrollFleet(t, s, creds[:100], fleetOptions{}).wait(t)
+	assertExactlyOnce(t, s, before)
+
+	t.Log("second fleet; the DMS is disabled after 30 of its devices")
+	f := enrollFleet(t, s, creds[100:250], fleetOptions{Workers: 2})
+	f.waitAccepted(t, 30, time.Minute)
+	if err := s.Call("POST", "/api/v1/dmss/"+s.DMSID+"/disable", nil, nil); err != nil {
+		t.Fatalf("disabling the DMS: %v", err)
+	}
+	disabledAt := f.Accepted()
+	t.Logf("DMS disabled with %d devices of the second fleet enrolled", disabledAt)
+	if err := s.WaitAgent(ctx, time.Minute, func(st system.AgentStatus) bool { return st.Disabled && !st.Online }); err != nil {
+		st, _ := agentStatus(s)
+		t.Fatalf("the agent's /status does not say it is disabled a minute after the DMS was: %+v", st)
+	}
+	learned := f.Accepted()
+	during, refused := fleetOutcome(f)
+	t.Logf("second fleet: %d enrolled (%d when the DMS was disabled, %d when the agent knew), %d refused", len(during), disabledAt, learned, len(refused))
+	for d, why := range refused {
+		if !strings.Contains(why, "403") || !strings.Contains(why, disabledMessage) {
+			t.Errorf("device %s was refused for another reason than the disable: %s", d, why)
+		}
+	}
+	if len(during)+len(refused) != 150 {
+		t.Errorf("second fleet: %d enrolled and %d refused, want 150 in all", len(during), len(refused))
+	}
+
+	t.Log("a third fleet after the agent knows: every device refused")
+	checkRefused := func(what string, creds []system.Cred) {
+		t.Helper()
+		got, refused := fleetOutcome(enrollFleet(t, s, creds, fleetOptions{}))
+		if len(got) != 0 {
+			t.Errorf("%s: %d devices got a certificate from a disabled gateway", what, len(got))
+		}
+		for d, why := range refused {
+			if !strings.Contains(why, "403") || !strings.Contains(why, disabledMessage) {
+				t.Errorf("%s: device %s: got %q, want a 403 saying %q", what, d, why, disabledMessage)
+			}
+		}
+	}
+	checkRefused("after the disable", creds[250:275])
+
+	t.Log("the broker dropped the agent and refuses it with Banned")
+	if n := len(logLines(t, s, "controlplane", "disconnecting dms", s.DMSID)); n == 0 {
+		t.Error("the broker's log shows no disconnection of the DMS")
+	}
+	refusals := logLines(t, s, "controlplane", "refusing mqtt connect", s.DMSID, "the DMS is disabled", `"connack":"0x8a"`)
+	if len(refusals) == 0 {
+		t.Error("the broker's log shows no reconnect of the disabled DMS refused with CONNACK 0x8a Banned")
+	}
+	if n := len(logLines(t, s, "agent", disabledMessage, "Banned")); n != 1 {
+		t.Errorf("the agent logged %d lines saying it was disabled (Banned), want 1", n)
+	}
+
+	t.Log("the agent remembers it across a restart")
+	if err := s.Proc("agent").Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Proc("agent").Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitAgentUp(t, s, time.Minute)
+	if st, _ := agentStatus(s); !st.Disabled {
+		t.Errorf("after a restart the agent's /status says disabled=%v, want true", st.Disabled)
+	}
+	checkRefused("after an agent restart", creds[275:])
+
+	t.Log("nothing the agent accepted is lost")
+	outbox := agentOutbox(t, s)
+	conn, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	certs, err := edgeCerts(ctx, conn, s.DMSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inRegistry := map[string]registryCert{}
+	for _, c := range certs {
+		inRegistry[c.Serial] = c
+	}
+	recorded, waiting := 0, 0
+	for _, set := range []map[string]*enrolled{before, during} {
+		for d, e := range set {
+			sn := serialOf(e.Cert)
+			c, ok := inRegistry[sn]
+			switch {
+			case ok:
+				recorded++
+				if c.Device != d || !bytes.Equal(c.DER, e.Cert.Raw) || c.Events != 1 {
+					t.Errorf("device %s: certificate %s is in the registry for %q with %d issued events (same DER: %v), want for %s, once", d, sn, c.Device, c.Events, bytes.Equal(c.DER, e.Cert.Raw), d)
+				}
+			case outbox["issued-"+sn]:
+				waiting++
+			default:
+				t.Errorf("device %s: its certificate %s is neither in the registry nor in the agent's outbox: lost", d, sn)
+			}
+		}
+	}
+	t.Logf("%d accepted certificates in the registry, %d waiting in the disabled agent's outbox", recorded, waiting)
+	var active int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM certificates c JOIN cas ON cas.id = c.issuer_id WHERE cas.dms_id = $1 AND c.status <> 'revoked'`, s.DMSID).Scan(&active); err != nil {
+		t.Fatal(err)
+	}
+	if active != 0 {
+		t.Errorf("%d certificates of the disabled DMS's edge CAs are not revoked", active)
+	}
+}
