@@ -39,7 +39,7 @@ CC_ARMV7 ?= arm-linux-gnueabihf-gcc
 DEB_PACKAGES := ca-certificates git make gcc libc6-dev libssl-dev \
 	gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
 	softhsm2 opensc swtpm swtpm-tools tpm2-tools \
-	mosquitto mosquitto-clients protobuf-compiler chromium busybox curl openssl
+	mosquitto mosquitto-clients protobuf-compiler chromium busybox curl openssl systemd
 PG_BINDIR := /usr/lib/postgresql/15/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
