@@ -100,6 +100,11 @@ build-host: ## build the binaries for this machine only (what testbed/up needs)
 	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
 	$(GOBUILD) -o $(BINDIR)/outpost-testbed ./testbed/cmd/outpost-testbed
 
+.PHONY: loadgen
+loadgen: ## build bin/loadgen, the load generator for a system testbed/up started (docs/LOADGEN.md)
+	@mkdir -p $(BINDIR)
+	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/loadgen ./testbed/loadgen
+
 .PHONY: screenshots
 screenshots: ## refresh docs/screenshots from the dashboard's browser tests (real Chromium)
 	OUTPOST_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboard ./controlplane/internal/ui/browser/
