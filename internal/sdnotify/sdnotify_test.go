@@ -4,55 +4,26 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outpost-pki/outpost/internal/sdnotify/sdnotifytest"
 )
 
 // listen opens a datagram socket like systemd's and points NOTIFY_SOCKET
 // at it.
-func listen(t *testing.T, abstract bool) <-chan string {
+func listen(t *testing.T, abstract bool) *sdnotifytest.Socket {
 	t.Helper()
-	name := filepath.Join(t.TempDir(), "notify.sock")
-	env := name
+	s := sdnotifytest.Listen(t)
 	if abstract {
-		name = "\x00outpost-sdnotify-test-" + strconv.Itoa(os.Getpid())
-		env = "@" + name[1:]
+		s = sdnotifytest.ListenAbstract(t, "outpost-sdnotify-test-"+strconv.Itoa(os.Getpid()))
 	}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv(envSocket, env)
-	out := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				close(out)
-				return
-			}
-			out <- string(buf[:n])
-		}
-	}()
-	return out
-}
-
-func next(t *testing.T, ch <-chan string, within time.Duration) string {
-	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(within):
-		t.Fatalf("no notification within %v", within)
-		return ""
-	}
+	t.Setenv(envSocket, s.Path)
+	return s
 }
 
 func TestNotify(t *testing.T) {
@@ -63,7 +34,7 @@ func TestNotify(t *testing.T) {
 			if err != nil || !sent {
 				t.Fatalf("Notify: sent %v, err %v", sent, err)
 			}
-			if got := next(t, ch, 5*time.Second); got != Ready {
+			if got := ch.Next(t, 5*time.Second); got != Ready {
 				t.Errorf("got %q, want %q", got, Ready)
 			}
 		})
@@ -123,28 +94,19 @@ func TestWatchdogFollowsHealth(t *testing.T) {
 		close(done)
 	}()
 	for i := 0; i < 3; i++ {
-		if got := next(t, ch, 5*time.Second); got != Watchdog {
+		if got := ch.Next(t, 5*time.Second); got != Watchdog {
 			t.Fatalf("ping %d: got %q", i, got)
 		}
 	}
 	healthy.Store(false)
-	// Drain a ping that may have been in flight, then expect silence
-	// for several intervals.
-	drain := time.After(150 * time.Millisecond)
-	for draining := true; draining; {
-		select {
-		case <-ch:
-		case <-drain:
-			draining = false
-		}
-	}
-	select {
-	case m := <-ch:
-		t.Fatalf("pinged %q while the health check fails", m)
-	case <-time.After(600 * time.Millisecond):
+	// A ping may have been in flight; then silence for several
+	// intervals.
+	ch.Drain(300 * time.Millisecond)
+	if n := ch.Count(Watchdog, 600*time.Millisecond); n != 0 {
+		t.Fatalf("%d pings while the health check fails", n)
 	}
 	healthy.Store(true)
-	if got := next(t, ch, 5*time.Second); got != Watchdog {
+	if got := ch.Next(t, 5*time.Second); got != Watchdog {
 		t.Fatalf("after recovery: got %q", got)
 	}
 	cancel()

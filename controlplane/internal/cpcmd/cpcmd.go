@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/crl"
 	"github.com/outpost-pki/outpost/controlplane/internal/notify"
 	"github.com/outpost-pki/outpost/internal/cli"
+	"github.com/outpost-pki/outpost/internal/sdnotify"
 )
 
 // DefaultConfigPath is where the packaged config lives.
@@ -77,7 +78,15 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if app.Bootstrapped {
 		log.Info("bootstrap: created the root, issuing and DMS manager CAs")
 	}
-	return app.Serve(ctx, nil)
+	// Under systemd (Type=notify): READY=1 once the API listens, watchdog
+	// pings while the database answers, STOPPING=1 on the way out.
+	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
+	return app.Serve(ctx, func(string) {
+		if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+			log.Warn("telling systemd the service is ready", "err", err)
+		}
+		go sdnotify.RunWatchdog(ctx, app.Health, log)
+	})
 }
 
 // dispatcher builds the notification dispatcher from the configuration.

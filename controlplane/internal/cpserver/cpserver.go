@@ -163,6 +163,14 @@ func (a *App) AttachCRL(c CRLService, prefix string) {
 	a.mux.Handle(prefix, c.Handler())
 }
 
+// Health is the watchdog's check: the database answers.
+func (a *App) Health(ctx context.Context) error {
+	if err := a.Svc.Reg.Pool().Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	return nil
+}
+
 // Handler serves the API, OCSP, CRLs and the dashboard (/ui).
 func (a *App) Handler() http.Handler { return a.handler }
 
