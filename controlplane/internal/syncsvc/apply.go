@@ -109,8 +109,17 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 	err := a.Reg.Tx(ctx, func(tx pgx.Tx) error {
 		answers, state = nil, nil
 		out = applied{}
+		// Only "no such row" and a DMS that is not active are
+		// ErrUnknownDMS, which the consumer acknowledges and drops; a
+		// database error (a restart, a lost connection, a cancelled
+		// context) must leave the message to be applied again.
 		var status string
-		if err := tx.QueryRow(ctx, `SELECT status FROM dmss WHERE id = $1 FOR SHARE`, dmsID).Scan(&status); err != nil || status != "active" {
+		if err := tx.QueryRow(ctx, `SELECT status FROM dmss WHERE id = $1 FOR SHARE`, dmsID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
+			return ErrUnknownDMS
+		} else if err != nil {
+			return fmt.Errorf("sync: reading DMS %s: %w", dmsID, err)
+		}
+		if status != "active" {
 			return ErrUnknownDMS
 		}
 		now := a.now()
