@@ -250,17 +250,36 @@ func (pg *Postgres) NewDatabase(t testing.TB) string {
 	return dsn
 }
 
-// Restart stops the server with a fast shutdown (open sessions are
-// aborted; clients see their connections drop, as in a database
-// failover or restart) and starts it again on the same port with the same
-// data directory, waiting until it accepts connections. Not safe for
-// concurrent use with itself or Close.
+// Restart is Stop then Start: a fast shutdown (open sessions are
+// aborted; clients see their connections drop, as in a database restart
+// or failover), then the server again on the same port with the same
+// data directory, accepting connections when Restart returns.
 func (pg *Postgres) Restart(ctx context.Context) error {
-	if err := pg.proc.stop(syscall.SIGINT, 10*time.Second); err != nil {
-		return fmt.Errorf("postgres: stopping for a restart: %w", err)
+	if err := pg.Stop(); err != nil {
+		return err
 	}
-	// The port was ours a moment ago; another process may still grab it,
-	// or the kernel may take a moment to release it.
+	return pg.Start(ctx)
+}
+
+// Stop stops the server with a fast shutdown and keeps its data
+// directory and port for Start. Stop, Start, Restart and Close are not
+// safe for concurrent use.
+func (pg *Postgres) Stop() error {
+	if err := pg.proc.stop(syscall.SIGINT, 10*time.Second); err != nil {
+		return fmt.Errorf("postgres: stopping: %w", err)
+	}
+	return nil
+}
+
+// Start starts a server Stop stopped, on the same port with the same
+// data directory, and waits until it accepts connections.
+func (pg *Postgres) Start(ctx context.Context) error {
+	if !pg.proc.exited() {
+		return errors.New("postgres: already running")
+	}
+	// The port was ours a moment ago; another process may grab it
+	// meanwhile, or the kernel take a moment to release it: retry a few
+	// times.
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {
 		if err = pg.start(ctx, pg.port); !errors.Is(err, errPortTaken) {

@@ -82,7 +82,7 @@ func TestPostgres(t *testing.T) {
 }
 
 // TestPostgresRestart: Restart keeps the port and the data, and drops
-// the sessions open at the time.
+// the sessions open at the time; Start refuses a running server.
 func TestPostgresRestart(t *testing.T) {
 	pg := NewPostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -115,6 +115,9 @@ func TestPostgresRestart(t *testing.T) {
 	var n int
 	if err := again.QueryRow(ctx, "SELECT count(*) FROM t WHERE id = 1").Scan(&n); err != nil || n != 1 {
 		t.Errorf("the row written before the restart: got %d, %v; want 1, nil", n, err)
+	}
+	if err := pg.Start(ctx); err == nil {
+		t.Error("Start of a running server succeeded")
 	}
 }
 
