@@ -228,7 +228,7 @@ func enrollOne(ctx context.Context, c *estclient.Client, ra *retryAfterTransport
 		wait := backoff
 		switch {
 		case errors.As(err, &retry):
-			wait = retry.After
+			wait = max(retry.After, 100*time.Millisecond) // 0 when the header is missing
 		case errors.As(err, &he) && (he.Status == http.StatusServiceUnavailable || he.Status == http.StatusTooManyRequests):
 			if ra.last > 0 {
 				wait = ra.last
