@@ -123,6 +123,7 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHTTPStatus(t, s.API+"/readyz", http.StatusOK, time.Minute)
+	waitHTTPStatus(t, s.API+"/healthz", http.StatusOK, time.Minute)
 	if !s.Proc("controlplane").Running() {
 		t.Fatal("the control plane exited while PostgreSQL was down")
 	}
