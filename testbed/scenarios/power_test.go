@@ -41,4 +41,5 @@ func TestGatewayPowerLossMidBatch(t *testing.T) {
 		t.Fatalf("%d of %d devices enrolled", len(accepted), devices)
 	}
 	assertExactlyOnce(t, s, accepted)
+	waitQueueEmpty(t, s)
 }

@@ -1,7 +1,6 @@
 package scenarios
 
 import (
-	"context"
 	"maps"
 	"net/http"
 	"testing"
@@ -129,40 +128,6 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	assertExactlyOnce(t, s, accepted)
 	waitQueueEmpty(t, s)
-}
-
-// waitHTTPStatus polls url until it answers with status; it fails t
-// after within.
-func waitHTTPStatus(t *testing.T, url string, status int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	last := "no answer"
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == status {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %d within %v (last: %s)", url, status, within, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// waitQueueEmpty waits up to a minute for the agent's outbox to be empty
-// (every record acknowledged); it fails t otherwise.
-func waitQueueEmpty(t *testing.T, s *system.System) {
-	t.Helper()
-	if err := s.WaitAgent(context.Background(), time.Minute, func(st system.AgentStatus) bool { return st.QueueDepth == 0 }); err != nil {
-		st, _ := agentStatus(s)
-		t.Errorf("the agent's queue depth is %d a minute after the registry had everything, want 0", st.QueueDepth)
-	}
 }
 
 func serials(m map[string]*enrolled) []string {
