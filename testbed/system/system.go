@@ -1,8 +1,11 @@
 // Package system starts the whole Outpost system on one machine from the
 // built binaries: a throwaway PostgreSQL, the control plane with its
 // embedded MQTT broker and its CA keys in SoftHSM2, and one agent whose
-// identity and edge CA keys are in swtpm, serving EST. `make demo`,
-// testbed/up and the scenario tests under testbed/scenarios use it.
+// identity and edge CA keys are in swtpm, serving EST. With
+// Options.ExternalBroker and Replicas, mosquitto replaces the embedded
+// broker and several control plane replicas share the database and the
+// SoftHSM2 token. `make demo`, testbed/up and the scenario tests under
+// testbed/scenarios use it.
 package system
 
 import (
