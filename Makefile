@@ -39,13 +39,16 @@ CC_ARMV7 ?= arm-linux-gnueabihf-gcc
 DEB_PACKAGES := ca-certificates git make gcc libc6-dev libssl-dev \
 	gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
 	softhsm2 opensc swtpm swtpm-tools tpm2-tools \
-	mosquitto mosquitto-clients protobuf-compiler chromium busybox curl openssl systemd
+	mosquitto mosquitto-clients protobuf-compiler chromium busybox curl openssl systemd rpm
 PG_BINDIR := /usr/lib/postgresql/15/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # testbed/peers is a module of its own: peer software measured beside
 # Outpost, kept out of Outpost's go.mod.
 PEERS_DIR := testbed/peers
+# packaging is one too: nfpm, which builds the .deb and .rpm packages,
+# stays out of Outpost's go.mod.
+PACKAGING_DIR := packaging
 
 TEST_TIMEOUT ?= 18m
 TEST_FLAGS   ?=
@@ -76,6 +79,7 @@ deps: ## install build and test dependencies (Debian packages, pinned Go tools);
 	@command -v $(GO) >/dev/null || { echo "deps: Go not found: install Go 1.26 into /usr/local/go (https://go.dev/dl/)"; exit 1; }
 	$(GO) mod download
 	cd $(PEERS_DIR) && $(GO) mod download
+	cd $(PACKAGING_DIR) && $(GO) mod download
 	@# Pinned Go tools come from go.mod's tool directives; building them
 	@# here caches them, so later targets work offline.
 	$(GO) build -o /dev/null tool
@@ -105,6 +109,65 @@ loadgen: ## build bin/loadgen, the load generator for a system testbed/up starte
 	@mkdir -p $(BINDIR)
 	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/loadgen ./testbed/loadgen
 
+# Packages (docs/PACKAGING.md): .deb and .rpm of the agent (amd64, arm64,
+# armv7 = armhf), the control plane (amd64, arm64) and outpostctl (all
+# three), built by packaging/cmd/mkpkg with the nfpm library from
+# packaging/*.yaml. Binaries go to $(BINDIR)/linux-<arch>/, packages to
+# $(DISTDIR). Every mtime in a package is SOURCE_DATE_EPOCH (default: the
+# commit time), so the same commit gives byte-identical packages.
+ARCHES   ?= amd64 arm64 armv7
+PACKAGES ?= outpost-agent outpost-controlplane outpostctl
+DISTDIR  ?= dist
+SOURCE_DATE_EPOCH ?= $(shell $(GIT) log -1 --format=%ct 2>/dev/null || echo 0)
+# The tree mkpkg reads packaging/, systemd/, agent/ and controlplane/ from.
+PKG_ROOT ?= $(CURDIR)
+
+.PHONY: package
+package: package-bins ## build .deb and .rpm packages into dist/ (ARCHES="amd64 arm64 armv7", PACKAGES=...; reproducible)
+	@$(MAKE) --no-print-directory package-files
+
+.PHONY: package-bins
+package-bins: ## build the packaged binaries per arch into bin/linux-<arch>/ (make package runs it)
+	@for arch in $(ARCHES); do \
+		case $$arch in \
+		amd64) goenv="GOARCH=amd64"; bins="outpost-agent outpost-controlplane outpostctl" ;; \
+		arm64) goenv="GOARCH=arm64 CC=$(CC_ARM64)"; bins="outpost-agent outpost-controlplane outpostctl" ;; \
+		armv7) goenv="GOARCH=arm GOARM=7 CC=$(CC_ARMV7)"; bins="outpost-agent outpostctl" ;; \
+		*) echo "package-bins: unknown arch $$arch (want amd64, arm64, armv7)"; exit 1 ;; \
+		esac; \
+		mkdir -p $(BINDIR)/linux-$$arch; \
+		for bin in $$bins; do \
+			case " $(PACKAGES) " in *" $$bin "*) ;; *) continue ;; esac; \
+			case $$bin in outpost-agent) src=./agent/cmd/$$bin cgo=1 ;; outpost-controlplane) src=./controlplane/cmd/$$bin cgo=1 ;; *) src=./controlplane/cmd/$$bin cgo=0 ;; esac; \
+			echo "CGO_ENABLED=$$cgo GOOS=linux $$goenv $(GOBUILD) -o $(BINDIR)/linux-$$arch/$$bin $$src"; \
+			env CGO_ENABLED=$$cgo GOOS=linux $$goenv $(GOBUILD) -o $(BINDIR)/linux-$$arch/$$bin $$src; \
+		done; \
+	done
+
+.PHONY: package-files
+package-files: ## write the packages of ARCHES into dist/ from binaries package-bins built
+	@mkdir -p $(BINDIR)
+	cd $(PACKAGING_DIR) && $(GO) build -o $(abspath $(BINDIR))/mkpkg ./cmd/mkpkg
+	@written=""; \
+	for arch in $(ARCHES); do \
+		case $$arch in \
+		amd64) nfpmarch=amd64; pkgs="outpost-agent outpost-controlplane outpostctl" ;; \
+		arm64) nfpmarch=arm64; pkgs="outpost-agent outpost-controlplane outpostctl" ;; \
+		armv7) nfpmarch=arm7; pkgs="outpost-agent outpostctl" ;; \
+		*) echo "package-files: unknown arch $$arch (want amd64, arm64, armv7)"; exit 1 ;; \
+		esac; \
+		for pkg in $$pkgs; do \
+			case " $(PACKAGES) " in *" $$pkg "*) ;; *) continue ;; esac; \
+			out="$$(cd $(PKG_ROOT) && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(abspath $(BINDIR))/mkpkg \
+				-config $(PACKAGING_DIR)/$$pkg.yaml -arch $$nfpmarch -version $(VERSION) \
+				-bindir $(abspath $(BINDIR))/linux-$$arch -out $(abspath $(DISTDIR)))"; \
+			written="$$written $$out"; \
+		done; \
+	done; \
+	[ -n "$$written" ] || { echo "package-files: no package in ARCHES=\"$(ARCHES)\" PACKAGES=\"$(PACKAGES)\""; exit 1; }; \
+	echo "package: SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) VERSION=$(VERSION), wrote:"; \
+	ls -l $$written
+
 .PHONY: screenshots
 screenshots: ## refresh docs/screenshots from the dashboard's browser tests (real Chromium)
 	OUTPOST_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboard ./controlplane/internal/ui/browser/
@@ -125,11 +188,13 @@ fmt-check: ## fail if a Go file is not gofmt-formatted
 vet: ## run go vet on every package
 	$(GO) vet ./...
 	cd $(PEERS_DIR) && $(GO) vet ./...
+	cd $(PACKAGING_DIR) && $(GO) vet ./...
 
 .PHONY: tidy-check
-tidy-check: ## fail if go.mod or go.sum differ from what go mod tidy writes (also in testbed/peers)
+tidy-check: ## fail if go.mod or go.sum differ from what go mod tidy writes (also in testbed/peers and packaging)
 	@$(GO) mod tidy -diff || { echo "tidy-check: go.mod/go.sum are not tidy (run go mod tidy)"; exit 1; }
 	@cd $(PEERS_DIR) && $(GO) mod tidy -diff || { echo "tidy-check: $(PEERS_DIR)/go.mod/go.sum are not tidy (run go mod tidy there)"; exit 1; }
+	@cd $(PACKAGING_DIR) && $(GO) mod tidy -diff || { echo "tidy-check: $(PACKAGING_DIR)/go.mod/go.sum are not tidy (run go mod tidy there)"; exit 1; }
 
 .PHONY: gen-check
 gen-check: ## fail if go generate or make proto would change a tracked file
