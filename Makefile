@@ -119,8 +119,6 @@ ARCHES   ?= amd64 arm64 armv7
 PACKAGES ?= outpost-agent outpost-controlplane outpostctl
 DISTDIR  ?= dist
 SOURCE_DATE_EPOCH ?= $(shell $(GIT) log -1 --format=%ct 2>/dev/null || echo 0)
-# The tree mkpkg reads packaging/, systemd/, agent/ and controlplane/ from.
-PKG_ROOT ?= $(CURDIR)
 
 .PHONY: package
 package: package-bins ## build .deb and .rpm packages into dist/ (ARCHES="amd64 arm64 armv7", PACKAGES=...; reproducible)
@@ -158,7 +156,7 @@ package-files: ## write the packages of ARCHES into dist/ from binaries package-
 		esac; \
 		for pkg in $$pkgs; do \
 			case " $(PACKAGES) " in *" $$pkg "*) ;; *) continue ;; esac; \
-			out="$$(cd $(PKG_ROOT) && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(abspath $(BINDIR))/mkpkg \
+			out="$$(SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(abspath $(BINDIR))/mkpkg \
 				-config $(PACKAGING_DIR)/$$pkg.yaml -arch $$nfpmarch -version $(VERSION) \
 				-bindir $(abspath $(BINDIR))/linux-$$arch -out $(abspath $(DISTDIR)))"; \
 			written="$$written $$out"; \

@@ -104,7 +104,6 @@ func TestPackages(t *testing.T) {
 	makeVars := []string{
 		"ARCHES=" + arch.make,
 		"BINDIR=" + bindir,
-		"PKG_ROOT=" + sourceTree(t, root, tmp),
 		fmt.Sprint("SOURCE_DATE_EPOCH=", sourceDateEpoch),
 	}
 	start := time.Now()
@@ -155,48 +154,6 @@ func TestPackages(t *testing.T) {
 			installAndPurge(t, sudo, root, spec, arch.debFile(dist, spec.name, pkgVersion), upgrade)
 		})
 	}
-}
-
-// sourceTree returns the tree make package reads: the checkout itself, or,
-// while systemd/ does not hold both unit files yet, a copy made of
-// symlinks with placeholder units. The packages then still build and
-// install; the units' content is systemd/'s business and tested there.
-func sourceTree(t *testing.T, root, tmp string) string {
-	units := []string{"outpost-agent.service", "outpost-controlplane.service"}
-	missing := false
-	for _, u := range units {
-		if _, err := os.Stat(filepath.Join(root, "systemd", u)); err != nil {
-			missing = true
-		}
-	}
-	if !missing {
-		return root
-	}
-	tree := filepath.Join(tmp, "src")
-	if err := os.MkdirAll(filepath.Join(tree, "systemd"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range []string{"agent", "controlplane", "packaging"} {
-		if err := os.Symlink(filepath.Join(root, dir), filepath.Join(tree, dir)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, u := range units {
-		dst := filepath.Join(tree, "systemd", u)
-		if _, err := os.Stat(filepath.Join(root, "systemd", u)); err == nil {
-			if err := os.Symlink(filepath.Join(root, "systemd", u), dst); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		t.Logf("systemd/%s does not exist yet: packaging a placeholder unit", u)
-		bin := strings.TrimSuffix(u, ".service")
-		unit := fmt.Sprintf("[Unit]\nDescription=placeholder for systemd/%s\n\n[Service]\nExecStart=/usr/bin/%s run\n\n[Install]\nWantedBy=multi-user.target\n", u, bin)
-		if err := os.WriteFile(dst, []byte(unit), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return tree
 }
 
 // tarEntry is one file of a package as the archive records it.
