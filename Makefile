@@ -94,6 +94,7 @@ build: ## build all binaries into bin/ (agent also for linux/arm64 and linux/arm
 	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=$(CC_ARMV7) $(GOBUILD) -o $(BINDIR)/outpost-agent-linux-armv7 ./agent/cmd/outpost-agent
 	CGO_ENABLED=1 $(GOBUILD) -o $(BINDIR)/outpost-controlplane ./controlplane/cmd/outpost-controlplane
 	CGO_ENABLED=0 $(GOBUILD) -o $(BINDIR)/outpostctl ./controlplane/cmd/outpostctl
+	for a in amd64:amd64 arm64:arm64 arm:armv7; do CGO_ENABLED=0 GOOS=linux GOARCH=$${a%%:*} GOARM=7 $(GOBUILD) -o $(BINDIR)/outpost-device-linux-$${a#*:} ./firmware-hooks/cmd/outpost-device; done
 	$(GOBUILD) -o $(BINDIR)/outpost-testbed ./testbed/cmd/outpost-testbed
 
 .PHONY: build-host
