@@ -186,10 +186,18 @@ func isTPMError(err error) bool {
 
 // do runs f with the TPM. When the TPM is out of object slots it unloads
 // our cached keys and tries again; when the transport failed it
-// reconnects once and tries again. Caller holds mu.
+// reconnects once and tries again; after a failed reconnect, the next
+// call reconnects first. Caller holds mu.
 func (s *Store) do(f func() error) error {
 	if s.closed {
 		return keystore.ErrClosed
+	}
+	if s.tpm == nil {
+		// An earlier reconnect failed (the TPM or its socket went away):
+		// try again now rather than use no transport at all.
+		if err := s.connect(); err != nil {
+			return err
+		}
 	}
 	err := f()
 	if errors.Is(err, tpm2.TPMRCObjectMemory) {

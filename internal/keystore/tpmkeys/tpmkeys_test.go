@@ -3,12 +3,14 @@ package tpmkeys
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -202,6 +204,38 @@ func TestSurvivesTPMRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr = tpm.Addr()
+	keystoretest.CheckSigner(t, signer)
+}
+
+// TestTPMGoneForAWhile: the TPM stops answering and a reconnect fails
+// (its daemon is down); every signature fails with an error, none panics,
+// and once the TPM is back the store reconnects and the key signs again.
+func TestTPMGoneForAWhile(t *testing.T) {
+	ctx := context.Background()
+	tpm := testbed.NewSwtpm(t)
+	var down atomic.Bool
+	s := openStore(t, func() (transport.TPMCloser, error) {
+		if down.Load() {
+			return nil, errors.New("the TPM is not there")
+		}
+		return DialSwtpm(tpm.Addr())()
+	}, t.TempDir())
+	defer s.Close()
+	signer, err := s.Generate(ctx, "dms", keystore.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	if err := tpm.Restart(ctx); err != nil { // drops the store's connection
+		t.Fatal(err)
+	}
+	digest := make([]byte, 32)
+	for i := 0; i < 3; i++ {
+		if _, err := signer.Sign(rand.Reader, digest, crypto.SHA256); err == nil {
+			t.Fatalf("signature %d with the TPM gone: no error", i+1)
+		}
+	}
+	down.Store(false)
 	keystoretest.CheckSigner(t, signer)
 }
 
