@@ -26,6 +26,7 @@ import (
 	"github.com/outpost-pki/outpost/internal/buildinfo"
 	"github.com/outpost-pki/outpost/internal/issuer"
 	"github.com/outpost-pki/outpost/internal/keystore"
+	"github.com/outpost-pki/outpost/internal/sdnotify"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
@@ -208,6 +209,8 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 		}
 		go a.est.run(ctx)
 	}
+	a.notifySystemd(ctx)
+	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
 	return a.sync.Run(ctx)
 }
 
