@@ -81,8 +81,8 @@ func TestQueued(t *testing.T) {
 		// The next run (cron, the timer) sends the same request again.
 		s["OUTPOST_MAX_WAIT"] = "120"
 		out, code = runSh(t, s, hookPath())
-		if code != 0 {
-			t.Fatalf("next run: exit %d:\n%s", code, out)
+		if code != 0 || !strings.Contains(out, "sending again the request kept in") {
+			t.Fatalf("next run: exit %d, want 0 sending the kept request again:\n%s", code, out)
 		}
 		checkPair(t, s["OUTPOST_CERT"], s["OUTPOST_KEY"], device)
 		if _, err := os.Stat(s["OUTPOST_KEY"] + ".csr"); !os.IsNotExist(err) || len(csr) == 0 {
@@ -102,6 +102,20 @@ func TestQueued(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "device.key.csr")); !os.IsNotExist(err) {
 			t.Errorf("request file left: %v", err)
 		}
+	})
+	run("go-client-pending-then-next-run", func(t *testing.T) {
+		dir := t.TempDir()
+		s := deviceEnv(dir)
+		var device string
+		s["OUTPOST_SECRET_FILE"], device, _ = secretFile(t, dir)
+		if out, code := runDevice(t, s, "--max-wait", "0"); code != 5 {
+			t.Fatalf("Go client, no wait allowed: exit %d, want 5:\n%s", code, out)
+		}
+		out, code := runDevice(t, s, "--max-wait", "120")
+		if code != 0 || !strings.Contains(out, "sending again the request pending since an earlier run") {
+			t.Fatalf("Go client, next run: exit %d, want 0 sending the kept request again:\n%s", code, out)
+		}
+		checkPair(t, s["OUTPOST_CERT"], s["OUTPOST_KEY"], device)
 	})
 	wg.Wait()
 }

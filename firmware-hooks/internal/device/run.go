@@ -328,6 +328,7 @@ func (r *runner) csrFor(k *slotKey) ([]byte, error) {
 	if b, err := readCapped(k.csrPath); err == nil {
 		if der, err := est.DecodeBase64(b); err == nil {
 			if csr, err := x509.ParseCertificateRequest(der); err == nil && samePublic(csr.PublicKey, k.signer.Public()) && csr.Subject.CommonName == r.deviceID {
+				r.log.Info("sending again the request pending since an earlier run", "file", k.csrPath)
 				return der, nil
 			}
 		}
