@@ -2,6 +2,7 @@ package hooktest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -165,5 +166,43 @@ func TestShConfigFile(t *testing.T) {
 	}
 	if out, code := runSh(t, nil, hookPath(), "--config", bad); code != 2 || !strings.Contains(out, "unknown setting") {
 		t.Errorf("config file with an unknown name: exit %d, want 2:\n%s", code, out)
+	}
+}
+
+// TestShLock: a lock held by a live process of this boot makes the run
+// exit 3; a lock left from another boot (its pid reused since) is taken
+// over.
+func TestShLock(t *testing.T) {
+	dir := t.TempDir()
+	s := deviceEnv(dir)
+	var device string
+	s["OUTPOST_SECRET_FILE"], device, _ = secretFile(t, dir)
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockDir := s["OUTPOST_KEY"] + ".lock"
+	if err := os.Mkdir(lockDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writePid := func(line string) {
+		if err := os.WriteFile(filepath.Join(lockDir, "pid"), []byte(line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePid(fmt.Sprintf("%d %s", os.Getpid(), strings.TrimSpace(string(boot))))
+	if out, code := runSh(t, s, hookPath()); code != 3 || !strings.Contains(out, "is running") {
+		t.Errorf("lock held: exit %d, want 3:\n%s", code, out)
+	}
+	if _, err := os.Stat(lockDir); err != nil {
+		t.Errorf("a run that did not hold the lock removed it: %v", err)
+	}
+	writePid("1 00000000-0000-0000-0000-000000000000")
+	if out, code := runSh(t, s, hookPath()); code != 0 {
+		t.Fatalf("stale lock from another boot: exit %d, want 0:\n%s", code, out)
+	}
+	checkPair(t, s["OUTPOST_CERT"], s["OUTPOST_KEY"], device)
+	if _, err := os.Stat(lockDir); !os.IsNotExist(err) {
+		t.Errorf("lock left after the run: %v", err)
 	}
 }

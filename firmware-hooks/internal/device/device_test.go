@@ -166,3 +166,30 @@ func TestExitCode(t *testing.T) {
 		}
 	}
 }
+
+func TestLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.lock")
+	unlock, err := lock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock(path); ExitCode(err) != ExitTemp {
+		t.Errorf("second lock: got %v, want exit %d", err, ExitTemp)
+	}
+	unlock()
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// pid 1 is alive, but the lock is from another boot: stale.
+	if err := os.WriteFile(filepath.Join(path, "pid"), []byte("1 another-boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err = lock(path)
+	if err != nil {
+		t.Fatalf("stale lock: %v", err)
+	}
+	unlock()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("lock left after unlock: %v", err)
+	}
+}

@@ -437,24 +437,38 @@ func (r *runner) install(ctx context.Context, c *estclient.Client, k *slotKey, c
 
 func serialOf(c *x509.Certificate) string { return strings.ToUpper(c.SerialNumber.Text(16)) }
 
-// lock takes the lock directory the sh hook uses (path with a pid file),
-// taking over one whose process is gone.
+// lock takes a lock directory as the sh hook does: path holding a pid
+// file with "pid boot-id". A lock from another boot (left by a power cut;
+// its pid may now be another process's) or whose process is gone is taken
+// over.
 func lock(path string) (func(), error) {
+	boot := bootID()
 	for attempt := 0; attempt < 2; attempt++ {
 		if err := os.Mkdir(path, 0o700); err == nil {
-			_ = os.WriteFile(filepath.Join(path, "pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+			_ = os.WriteFile(filepath.Join(path, "pid"), []byte(strconv.Itoa(os.Getpid())+" "+boot+"\n"), 0o600)
 			return func() { _ = os.RemoveAll(path) }, nil
 		} else if !errors.Is(err, fs.ErrExist) {
 			return nil, fail(ExitLocal, "taking the lock %s: %w", path, err)
 		}
 		b, _ := os.ReadFile(filepath.Join(path, "pid"))
-		if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
-			return nil, fail(ExitTemp, "another run (pid %d) holds %s", pid, path)
+		f := strings.Fields(string(b))
+		if len(f) == 2 && f[1] == boot {
+			if pid, err := strconv.Atoi(f[0]); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
+				return nil, fail(ExitTemp, "another run (pid %d) holds %s", pid, path)
+			}
 		}
 		// The run that held it is gone: take it over.
 		_ = os.RemoveAll(path)
 	}
 	return nil, fail(ExitTemp, "cannot take the lock %s", path)
+}
+
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "unknown"
+	}
+	return string(bytes.TrimSpace(b))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
