@@ -206,3 +206,56 @@ func TestShLock(t *testing.T) {
 		t.Errorf("lock left after the run: %v", err)
 	}
 }
+
+// TestInterruptedInstall: a power cut between the steps of a re-key's
+// installation (new certificate in <cert>.new, new key still in
+// <key>.next) is finished by the next run, by the sh hook and by the Go
+// client alike, so key and certificate end up a pair.
+func TestInterruptedInstall(t *testing.T) {
+	dir := t.TempDir()
+	s := deviceEnv(dir)
+	var device string
+	s["OUTPOST_SECRET_FILE"], device, _ = secretFile(t, dir)
+	if out, code := runSh(t, s, hookPath()); code != 0 {
+		t.Fatalf("enroll: exit %d:\n%s", code, out)
+	}
+	key1, _ := os.ReadFile(s["OUTPOST_KEY"])
+	cert1, _ := os.ReadFile(s["OUTPOST_CERT"])
+	if out, code := runSh(t, s, hookPath(), "--rekey"); code != 0 {
+		t.Fatalf("rekey: exit %d:\n%s", code, out)
+	}
+	key2, _ := os.ReadFile(s["OUTPOST_KEY"])
+	cert2, _ := os.ReadFile(s["OUTPOST_CERT"])
+	interrupted := func() {
+		t.Helper()
+		for path, b := range map[string][]byte{s["OUTPOST_KEY"]: key1, s["OUTPOST_CERT"]: cert1, s["OUTPOST_KEY"] + ".next": key2, s["OUTPOST_CERT"] + ".new": cert2} {
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(who, out string) {
+		t.Helper()
+		k, _ := os.ReadFile(s["OUTPOST_KEY"])
+		c, _ := os.ReadFile(s["OUTPOST_CERT"])
+		if !bytes.Equal(k, key2) || !bytes.Equal(c, cert2) {
+			t.Errorf("%s did not finish the interrupted installation:\n%s", who, out)
+		}
+		checkPair(t, s["OUTPOST_CERT"], s["OUTPOST_KEY"], device)
+		if got, want := listDir(t, dir), []string{"device.key", "device.pem", "secret"}; !slices.Equal(got, want) {
+			t.Errorf("%s: files %v, want %v", who, got, want)
+		}
+	}
+	interrupted()
+	out, code := runSh(t, s, hookPath())
+	if code != 0 || !strings.Contains(out, "finished an interrupted installation") {
+		t.Errorf("sh hook after the interruption: exit %d:\n%s", code, out)
+	}
+	check("the sh hook", out)
+	interrupted()
+	out, code = runDevice(t, s)
+	if code != 0 {
+		t.Errorf("Go client after the interruption: exit %d:\n%s", code, out)
+	}
+	check("the Go client", out)
+}
