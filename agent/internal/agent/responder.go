@@ -39,6 +39,14 @@ func (a *Agent) signResponder(ctx context.Context, u *syncpb.ResponderRequest) e
 		a.log.Warn("not certifying an ocsp responder: the edge CA expires within the hour", "ca_id", u.GetCaId(), "not_after", edge.Cert.NotAfter)
 		return nil
 	}
+	// Heartbeat replies offer the request again until the control plane
+	// installed the answer; an answer still in the outbox needs no new
+	// signature.
+	sum := sha256.Sum256(u.GetCsrDer())
+	recID := "responder-" + hex.EncodeToString(sum[:16])
+	if a.responderAnswered(recID, now) {
+		return nil
+	}
 	csr, err := x509.ParseCertificateRequest(u.GetCsrDer())
 	if err != nil {
 		return fmt.Errorf("ocsp responder request: %w", err)
@@ -52,11 +60,8 @@ func (a *Agent) signResponder(ctx context.Context, u *syncpb.ResponderRequest) e
 	if err != nil {
 		return fmt.Errorf("certifying the ocsp responder: %w", err)
 	}
-	// One record per request: a request offered again (every heartbeat
-	// until the certificate is installed) maps to the same record id, which
-	// the outbox and the control plane each take once.
-	sum := sha256.Sum256(u.GetCsrDer())
-	recID := "responder-" + hex.EncodeToString(sum[:16])
+	// One record per request: a request offered again maps to the same
+	// record id, which the outbox and the control plane each take once.
 	b, err := proto.Marshal(&syncpb.Record{RecordId: recID, Payload: &syncpb.Record_ResponderCertificate{ResponderCertificate: &syncpb.ResponderCertificate{
 		CaId: u.GetCaId(), CertificateDer: cert.Raw,
 	}}})
@@ -66,7 +71,32 @@ func (a *Agent) signResponder(ctx context.Context, u *syncpb.ResponderRequest) e
 	if err := a.store.Enqueue(ctx, store.OutboxRecord{ID: recID, Payload: b}); err != nil {
 		return fmt.Errorf("queueing the ocsp responder certificate: %w", err)
 	}
+	a.answeredMu.Lock()
+	a.answered[recID] = now
+	a.answeredMu.Unlock()
 	a.log.Info("certified the control plane's ocsp responder for the edge CA", "ca_id", u.GetCaId(), "serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
 	a.sync.Kick()
 	return nil
+}
+
+// answerAgainAfter is how long a responder request already answered is
+// not signed again (the answer is in the outbox or applied; after this, a
+// request still offered is answered anew in case the record was lost).
+const answerAgainAfter = 10 * time.Minute
+
+// responderAnswered reports whether recID was answered within
+// answerAgainAfter, and forgets older answers.
+func (a *Agent) responderAnswered(recID string, now time.Time) bool {
+	a.answeredMu.Lock()
+	defer a.answeredMu.Unlock()
+	if a.answered == nil {
+		a.answered = map[string]time.Time{}
+	}
+	for id, at := range a.answered {
+		if now.Sub(at) > answerAgainAfter {
+			delete(a.answered, id)
+		}
+	}
+	_, ok := a.answered[recID]
+	return ok
 }

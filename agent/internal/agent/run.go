@@ -95,6 +95,10 @@ type Agent struct {
 	// disabledSince is when the agent learned its DMS is disabled (Unix
 	// ms; 0: it is not).
 	disabledSince atomic.Int64
+	// answered holds the OCSP responder requests answered lately
+	// (responder.go).
+	answeredMu sync.Mutex
+	answered   map[string]time.Time
 }
 
 // disabled reports whether the control plane disabled this DMS.
