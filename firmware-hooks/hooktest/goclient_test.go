@@ -65,6 +65,11 @@ func TestGoClientSoftwareKey(t *testing.T) {
 	if out, code := runDevice(t, b); code != 4 || !strings.Contains(out, "401") {
 		t.Errorf("wrong secret: exit %d, want 4:\n%s", code, out)
 	}
+	b["OUTPOST_EST_CA"] = "/etc/ssl/certs/ca-certificates.crt"
+	if out, code := runDevice(t, b); code != 3 || !strings.Contains(out, "could not be verified") {
+		t.Errorf("EST server not verified by OUTPOST_EST_CA: exit %d, want 3:\n%s", code, out)
+	}
+	b["OUTPOST_EST_CA"] = env["OUTPOST_EST_CA"]
 	b["OUTPOST_EST_URL"] = closedURL(t)
 	if out, code := runDevice(t, b); code != 3 {
 		t.Errorf("unreachable server: exit %d, want 3:\n%s", code, out)

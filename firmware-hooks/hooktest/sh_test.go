@@ -126,6 +126,13 @@ func TestShExitCodes(t *testing.T) {
 		t.Errorf("a refused enrollment left a certificate: %v", err)
 	}
 
+	// The server is verified with OUTPOST_EST_CA only, not the system's
+	// public CAs.
+	s["OUTPOST_EST_CA"] = "/etc/ssl/certs/ca-certificates.crt"
+	if out, code := runSh(t, s, hookPath()); code != 3 || !strings.Contains(out, "could not be verified") {
+		t.Errorf("EST server not verified by OUTPOST_EST_CA: exit %d, want 3:\n%s", code, out)
+	}
+	s["OUTPOST_EST_CA"] = env["OUTPOST_EST_CA"]
 	s["OUTPOST_EST_URL"] = closedURL(t)
 	if out, code := runSh(t, s, hookPath()); code != 3 || !strings.Contains(out, "no answer") {
 		t.Errorf("unreachable server: exit %d, want 3:\n%s", code, out)

@@ -29,6 +29,10 @@ import (
 // path from being read whole.
 const maxPEMSize = 64 << 10
 
+// maxCABundleSize caps OUTPOST_EST_CA: usually the DMS manager chain,
+// but an operator may point it at a bundle (Debian's is about 200 KiB).
+const maxCABundleSize = 4 << 20
+
 // errNoKey: the keyring holds no key of the kind asked for.
 var errNoKey = errors.New("no key")
 
@@ -329,19 +333,22 @@ func generateKey(alg keystore.Algorithm) (crypto.Signer, error) {
 }
 
 // readCapped reads a file of at most maxPEMSize bytes.
-func readCapped(path string) ([]byte, error) {
+func readCapped(path string) ([]byte, error) { return readCappedN(path, maxPEMSize) }
+
+// readCappedN reads a file of at most limit bytes.
+func readCappedN(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	// Cap before reading: see maxPEMSize.
-	b, err := io.ReadAll(io.LimitReader(f, maxPEMSize+1))
+	// Cap before reading: see maxPEMSize and maxCABundleSize.
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxPEMSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxPEMSize)
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return b, nil
 }

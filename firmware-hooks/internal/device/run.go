@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg *Config, opts Options) (*Result, error) {
 	if err := r.credentials(); err != nil {
 		return nil, err
 	}
-	caPEM, err := readCapped(cfg.ESTCA)
+	caPEM, err := readCappedN(cfg.ESTCA, maxCABundleSize)
 	if err != nil {
 		return nil, configErr("cannot read OUTPOST_EST_CA %s: %v", cfg.ESTCA, err)
 	}
