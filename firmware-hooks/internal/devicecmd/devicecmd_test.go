@@ -3,6 +3,9 @@ package devicecmd
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -30,5 +33,21 @@ func TestMainUsage(t *testing.T) {
 				t.Errorf("got exit %d and %q, want %d and %q", code, out.String(), tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestStaticCrossBuild: outpost-device, TPM code included, builds with
+// CGO_ENABLED=0 for a 32-bit ARM device, as make build does: a cgo
+// dependency creeping in fails here rather than at release.
+func TestStaticCrossBuild(t *testing.T) {
+	// make puts /usr/local/go/bin on PATH; a bare go test may not have it.
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = "/usr/local/go/bin/go"
+	}
+	cmd := exec.Command(gobin, "build", "-o", filepath.Join(t.TempDir(), "outpost-device"), "github.com/outpost-pki/outpost/firmware-hooks/cmd/outpost-device")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 GOARCH=arm GOARM=7 go build: %v\n%s", err, out)
 	}
 }
