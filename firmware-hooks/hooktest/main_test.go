@@ -305,17 +305,7 @@ func listDir(t *testing.T, dir string) []string {
 // they are) and waits until the agent has the new policy.
 func setMode(t *testing.T, mode string) {
 	t.Helper()
-	url := env["OUTPOST_API_URL"] + "/api/v1/dmss/" + env["OUTPOST_DMS_ID"]
-	var dms struct {
-		Policy map[string]any `json:"policy"`
-	}
-	if err := apiCall("GET", url, nil, &dms); err != nil {
-		t.Fatal(err)
-	}
-	dms.Policy["mode"] = mode
-	if err := apiCall("PATCH", url, map[string]any{"policy": dms.Policy}, nil); err != nil {
-		t.Fatal(err)
-	}
+	setPolicy(t, "mode", mode)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var st struct {
@@ -329,6 +319,24 @@ func setMode(t *testing.T, mode string) {
 			t.Fatalf("the agent did not switch to %s mode within 60 s (status %+v)", mode, st)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// setPolicy sets one field of the DMS policy through the control plane
+// API; PATCH replaces the policy whole, so the other fields are sent back
+// as they are.
+func setPolicy(t *testing.T, field string, value any) {
+	t.Helper()
+	url := env["OUTPOST_API_URL"] + "/api/v1/dmss/" + env["OUTPOST_DMS_ID"]
+	var dms struct {
+		Policy map[string]any `json:"policy"`
+	}
+	if err := apiCall("GET", url, nil, &dms); err != nil {
+		t.Fatal(err)
+	}
+	dms.Policy[field] = value
+	if err := apiCall("PATCH", url, map[string]any{"policy": dms.Policy}, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -282,6 +282,12 @@ func (r *runner) renew(ctx context.Context, cert *x509.Certificate) (*Result, er
 		return nil, err
 	}
 	newCert, err := r.send(ctx, client, op, k)
+	var wc *windowClosedError
+	if errors.As(err, &wc) {
+		r.log.Warn("the gateway does not renew yet; the certificate stays as it is: keep OUTPOST_RENEW_PERCENT and OUTPOST_RENEW_DAYS inside the gateway's re-enrollment window (DMS policy reenroll_window_days)",
+			"message", wc.msg, logCert, r.cfg.Cert)
+		return &Result{Action: "none", Cert: cert, RenewAt: renewAt}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -371,6 +377,11 @@ func (r *runner) send(ctx context.Context, c *estclient.Client, op string, k *sl
 			cert, err = c.SimpleEnroll(ctx, csr)
 		}
 		var retry *estclient.RetryError
+		var he *estclient.HTTPError
+		if op == est.OpSimpleReenroll && errors.As(err, &he) && he.Status == http.StatusForbidden && strings.Contains(he.Message, "re-enrollment window") {
+			_ = os.Remove(k.csrPath)
+			return nil, &windowClosedError{msg: he.Message}
+		}
 		if !errors.As(err, &retry) {
 			if err != nil {
 				if !saw202 {
@@ -395,6 +406,16 @@ func (r *runner) send(ctx context.Context, c *estclient.Client, op string, k *sl
 		}
 		waited += after
 	}
+}
+
+// windowClosedError: the gateway refused a re-enrollment because the
+// certificate is not inside its re-enrollment window yet. Not an error of
+// the device: the device's renewal window opens earlier than the
+// gateway's, and a later run renews.
+type windowClosedError struct{ msg string }
+
+func (e *windowClosedError) Error() string {
+	return "est: not inside the re-enrollment window: " + e.msg
 }
 
 // classify maps an EST client error to an exit code.
