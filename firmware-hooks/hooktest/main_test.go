@@ -72,6 +72,9 @@ func testMain(m *testing.M) int {
 	}
 	fmt.Printf("hooktest: testbed up in %v\n", time.Since(start).Round(100*time.Millisecond))
 	code := m.Run()
+	if bbDir != "" {
+		os.RemoveAll(bbDir)
+	}
 	if code != 0 {
 		if b, err := os.ReadFile(filepath.Join(dir, "logs", "agent.log")); err == nil {
 			fmt.Fprintf(os.Stderr, "agent log (last 4 KiB):\n%s\n", b[max(0, len(b)-4096):])
