@@ -45,6 +45,20 @@ func requestID(csr *x509.CertificateRequest) string {
 	return "enr-" + hex.EncodeToString(sum[:20])
 }
 
+// id identifies a forwarded (queued or online) request: the CSR's public
+// key, and for a re-enrollment also the certificate it renews, so that a
+// device renewing with the same key (RFC 7030 4.2.2 allows it) gets a new
+// certificate, and a retry of the same renewal finds the same request.
+func (r enrollRequest) id() string {
+	if r.ReenrollSerial == "" {
+		return requestID(r.CSR)
+	}
+	h := sha256.New()
+	h.Write(r.CSR.RawSubjectPublicKeyInfo)
+	h.Write([]byte("\x00reenroll\x00" + r.ReenrollSerial))
+	return "ren-" + hex.EncodeToString(h.Sum(nil)[:20])
+}
+
 // enrollOutcome is a certificate, a "come back later", or an error.
 type enrollOutcome struct {
 	Cert  []byte
@@ -140,7 +154,7 @@ func (a *Agent) localProfile(name string) *issuer.Profile {
 // enrollRemote forwards the request to the control plane (queued), and in
 // online mode waits a bounded time for the answer.
 func (a *Agent) enrollRemote(ctx context.Context, ps *policyState, r enrollRequest, online bool) enrollOutcome {
-	id := requestID(r.CSR)
+	id := r.id()
 	e, err := a.store.GetEnrollment(id)
 	switch {
 	case err == nil:

@@ -179,10 +179,11 @@ func TestQueuedAndOnline(t *testing.T) {
 
 	// Online mode: the certificate in the same request.
 	mode := "online"
-	v.e.MustDo("PATCH", "/api/v1/dmss/"+v.agent.DMSID, v.e.AdminToken, apitypes.UpdateDMSRequest{Policy: &apitypes.DMSPolicy{Mode: mode, DeviceAuth: "basic_secret", Profile: "device", ReenrollWindowDays: 14}}, nil, 200)
+	// A year's window: the renewals below come right after the enrollment.
+	v.e.MustDo("PATCH", "/api/v1/dmss/"+v.agent.DMSID, v.e.AdminToken, apitypes.UpdateDMSRequest{Policy: &apitypes.DMSPolicy{Mode: mode, DeviceAuth: "basic_secret", Profile: "device", ReenrollWindowDays: 365}}, nil, 200)
 	eventually(t, 30*time.Second, "the agent gets the online policy", func() bool { return v.status().Mode == mode }, v.agent.Tail)
 	c.Username, c.Password = users[1], creds[users[1]]
-	_, csr = newCSR(t, users[1])
+	key1, csr := newCSR(t, users[1])
 	start := time.Now()
 	cert, err = c.SimpleEnroll(ctx, csr)
 	if err != nil {
@@ -191,5 +192,19 @@ func TestQueuedAndOnline(t *testing.T) {
 	t.Logf("online enrollment answered in %v", time.Since(start).Round(time.Millisecond))
 	if cert.Subject.CommonName != users[1] {
 		t.Errorf("online certificate names %q", cert.Subject.CommonName)
+	}
+
+	// A renewal with the same key (RFC 7030 4.2.2 allows it) gets a new
+	// certificate, not the one the key got before; so does the renewal
+	// of that one.
+	for i := 0; i < 2; i++ {
+		renewed, err := v.client("", tlsCert(key1, cert)).SimpleReenroll(ctx, csr)
+		if err != nil {
+			t.Fatalf("re-enrollment %d with the same key: %v\n%s", i+1, err, v.agent.Tail())
+		}
+		if renewed.SerialNumber.Cmp(cert.SerialNumber) == 0 {
+			t.Fatalf("re-enrollment %d with the same key returned the certificate it renews", i+1)
+		}
+		cert = renewed
 	}
 }
