@@ -292,9 +292,9 @@ func (r *runner) renew(ctx context.Context, cert *x509.Certificate) (*Result, er
 		return nil, err
 	}
 	if newCert.Equal(cert) {
-		// A gateway in queued or online mode keys requests by public
-		// key, and answers a renewal for the same key with the
-		// certificate it issued before.
+		// Agents before the fix of queued/online renewals keyed requests
+		// by public key alone and answered a renewal for the same key
+		// with the certificate issued before.
 		_ = os.Remove(k.csrPath)
 		return nil, fail(ExitRefused, "%s: the server answered with the current certificate again; renew with a new key (--rekey or OUTPOST_REKEY=1)", op)
 	}
