@@ -198,7 +198,8 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	if err != nil {
 		return fmt.Errorf("admin listener on %s: %w", cfg.AdminAddr, err)
 	}
-	srv := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	rot := a.startRotation(ctx) // agentless rotation (rotation.go)
+	srv := &http.Server{Handler: rot.admin(a.adminHandler()), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	log.Info("agent running", "dms_id", id.DMSID, "admin_addr", ln.Addr().String(), "broker", cfg.Sync.BrokerURL)

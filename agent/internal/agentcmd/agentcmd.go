@@ -21,6 +21,7 @@ import (
 
 	"github.com/outpost-pki/outpost/agent/internal/agent"
 	"github.com/outpost-pki/outpost/agent/internal/agentconfig"
+	"github.com/outpost-pki/outpost/agent/internal/rotation"
 	"github.com/outpost-pki/outpost/agent/internal/store"
 	"github.com/outpost-pki/outpost/internal/cli"
 )
@@ -41,6 +42,7 @@ func App() cli.App {
 			{Name: "selftest", Summary: "send test records through the sync link (--records N)", Run: selftest},
 			{Name: "secrets", Summary: "mint one-time EST enrollment secrets (--count N | --devices a,b; prints device:secret lines once)", Run: secrets},
 			{Name: "renew-identity", Summary: "renew the DMS identity certificate now (the running agent does it by itself before expiry)", Run: renewIdentity},
+			{Name: "rotate", Summary: "rotate agentless devices' certificates now (--device ID, --force; --dry-run shows routes and what is due)", Run: rotate},
 		},
 	}
 }
@@ -280,6 +282,107 @@ func renewIdentity(_ context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintln(stdout, msg)
 	return nil
+}
+
+// rotate asks the running agent to run due rotations now (or plan them
+// with --dry-run) and prints the results (docs/ROTATION.md). It fails
+// when a rotation failed or was deferred.
+func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c := newFlags("rotate", stderr)
+	device := c.fs.String("device", "", "only this device `id`")
+	force := c.fs.Bool("force", false, "rotate even if the certificate is not due")
+	dry := c.fs.Bool("dry-run", false, "print each device's route and whether it is due; rotate nothing")
+	asJSON := c.fs.Bool("json", false, "print JSON")
+	wait := c.fs.Duration("timeout", 30*time.Minute, "how long to wait for the rotations")
+	cfg, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *device != "" {
+		q.Set("device", *device)
+	}
+	if *force {
+		q.Set("force", "1")
+	}
+	method := "POST"
+	if *dry {
+		method = "GET"
+	}
+	ctx, cancel := context.WithTimeout(ctx, *wait)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, method, "http://"+cfg.AdminAddr+"/rotate?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		return fmt.Errorf("asking the running agent (admin_addr %s): %w", cfg.AdminAddr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("agent answered %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	var res []rotation.Result
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&res); err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range res {
+		if r.Outcome == rotation.OutcomeFailed || r.Outcome == rotation.OutcomeDeferred {
+			failed++
+		}
+	}
+	incomplete := func() error {
+		if failed > 0 {
+			return fmt.Errorf("%d of %d rotations did not complete", failed, len(res))
+		}
+		return nil
+	}
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			return err
+		}
+		return incomplete()
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if *dry {
+		fmt.Fprintln(tw, "DEVICE\tROUTE\tDUE\tREASON")
+		for _, r := range res {
+			route := r.Route
+			if route == "" {
+				route = "(none)"
+			}
+			reason := r.Reason
+			if !r.BackoffUntil.IsZero() && r.BackoffUntil.After(time.Now()) {
+				reason += "; backing off until " + r.BackoffUntil.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", r.DeviceID, route, r.Due, reason)
+		}
+		return tw.Flush()
+	}
+	fmt.Fprintln(tw, "DEVICE\tROUTE\tOUTCOME\tSERIAL\tDETAIL")
+	for _, r := range res {
+		detail := r.Reason
+		switch r.Outcome {
+		case rotation.OutcomeFailed, rotation.OutcomeDeferred:
+			detail = r.Phase + ": " + r.Error
+			if r.Stderr != "" {
+				detail += " (stderr: " + strings.Join(strings.Fields(r.Stderr), " ") + ")"
+			}
+		case rotation.OutcomeSucceeded:
+			detail = "replaced " + r.OldSerial
+			if r.OldSerial == "" {
+				detail = "installed"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.DeviceID, r.Route, r.Outcome, r.Serial, detail)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return incomplete()
 }
 
 func secrets(ctx context.Context, args []string, stdout, stderr io.Writer) error {

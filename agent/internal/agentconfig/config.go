@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-pki/outpost/agent/internal/rotation"
 	"github.com/outpost-pki/outpost/internal/secret"
 	"github.com/outpost-pki/outpost/internal/yamlconf"
 )
@@ -42,6 +43,7 @@ type Config struct {
 	Sync               Sync     `yaml:"sync"`
 	Identity           Identity `yaml:"identity"`
 	EST                EST      `yaml:"est"`
+	Rotation           Rotation `yaml:"rotation"`
 	// AdminAddr serves /healthz, /readyz and /metrics. Default 127.0.0.1:9464.
 	AdminAddr string `yaml:"admin_addr"`
 	// LogLevel: debug, info (default), warn, error.
@@ -128,6 +130,68 @@ type Identity struct {
 	RenewBefore Duration `yaml:"renew_before"`
 }
 
+// Rotation configures the rotation of agentless devices' certificates
+// (docs/ROTATION.md): devices listed in an inventory, routed by platform,
+// OS version and model to a hook that has the device make a CSR and
+// installs the certificate the agent got signed for it.
+type Rotation struct {
+	// InventoryFile lists the devices (YAML or JSON), read again when it
+	// changes. Empty (the default): rotation is off.
+	InventoryFile string `yaml:"inventory_file"`
+	// Interval between scans of the inventory. Default 1h.
+	Interval Duration `yaml:"interval"`
+	// Concurrency bounds the devices checked or rotated at once. Default 4.
+	Concurrency int `yaml:"concurrency"`
+	// VerifyTimeout: how long after the install phase the device may take
+	// to present its new certificate. Default 10s.
+	VerifyTimeout Duration `yaml:"verify_timeout"`
+	// BackoffMin and BackoffMax bound the wait after a failed rotation
+	// (doubling per failure in a row). Default 5m and 6h.
+	BackoffMin Duration `yaml:"backoff_min"`
+	BackoffMax Duration `yaml:"backoff_max"`
+	// Routes are tried in order; the first whose match fits the device
+	// rotates it. A device no route matches is reported, not rotated.
+	Routes []RotationRoute `yaml:"routes"`
+}
+
+// RotationRoute sends matching devices to a hook.
+type RotationRoute struct {
+	// Name identifies the route in events (default route-<n>).
+	Name string `yaml:"name"`
+	// Match: empty fields match anything; values are exact strings or
+	// globs (path.Match); os_version also takes version constraints such
+	// as ">=2.1,<3".
+	Match struct {
+		Platform  string `yaml:"platform"`
+		OSVersion string `yaml:"os_version"`
+		Model     string `yaml:"model"`
+	} `yaml:"match"`
+	// Hook is the executable's absolute path; Args its arguments (never
+	// secrets: give the hook file paths instead).
+	Hook string   `yaml:"hook"`
+	Args []string `yaml:"args"`
+	// Label is the EST label whose CA and profile sign ("" the default).
+	Label string `yaml:"label"`
+	// Timeout bounds each hook run and the wait for a signature. Default 2m.
+	Timeout Duration `yaml:"timeout"`
+	// RenewBefore: rotate when less than this is left (0: a third of the
+	// certificate's lifetime).
+	RenewBefore Duration `yaml:"renew_before"`
+}
+
+// Enabled reports whether rotation runs.
+func (r Rotation) Enabled() bool { return r.InventoryFile != "" }
+
+// Table compiles the routes.
+func (r Rotation) Table() (*rotation.Table, error) {
+	routes := make([]rotation.Route, len(r.Routes))
+	for i, x := range r.Routes {
+		routes[i] = rotation.Route{Name: x.Name, Match: rotation.Match{Platform: x.Match.Platform, OSVersion: x.Match.OSVersion, Model: x.Match.Model},
+			Hook: x.Hook, Args: x.Args, Label: x.Label, Timeout: x.Timeout.D(), RenewBefore: x.RenewBefore.D()}
+	}
+	return rotation.NewTable(routes)
+}
+
 // Duration is a duration written as "90s", "15m", "720h".
 type Duration = yamlconf.Duration
 
@@ -204,6 +268,21 @@ func Parse(b []byte, env func(string) string) (*Config, error) {
 	if c.EST.DeviceValidity == 0 {
 		c.EST.DeviceValidity = Duration(90 * 24 * time.Hour)
 	}
+	if c.Rotation.Interval == 0 {
+		c.Rotation.Interval = Duration(time.Hour)
+	}
+	if c.Rotation.Concurrency == 0 {
+		c.Rotation.Concurrency = 4
+	}
+	if c.Rotation.VerifyTimeout == 0 {
+		c.Rotation.VerifyTimeout = Duration(10 * time.Second)
+	}
+	if c.Rotation.BackoffMin == 0 {
+		c.Rotation.BackoffMin = Duration(5 * time.Minute)
+	}
+	if c.Rotation.BackoffMax == 0 {
+		c.Rotation.BackoffMax = Duration(6 * time.Hour)
+	}
 	if v := env("OUTPOST_AGENT_DATA_DIR"); v != "" {
 		c.DataDir = v
 	}
@@ -267,6 +346,7 @@ func (c *Config) Validate() error {
 	if c.Sync.Heartbeat < Duration(time.Second) {
 		errs = append(errs, "sync.heartbeat: must be at least 1s")
 	}
+	errs = append(errs, c.Rotation.problems()...)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -277,4 +357,24 @@ func (c *Config) Validate() error {
 		return errors.New("config:\n  " + strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+func (r Rotation) problems() []string {
+	var errs []string
+	if r.Interval < Duration(10*time.Second) {
+		errs = append(errs, "rotation.interval: must be at least 10s")
+	}
+	if r.Concurrency < 1 || r.Concurrency > 64 {
+		errs = append(errs, "rotation.concurrency: must be 1..64")
+	}
+	if r.VerifyTimeout < Duration(time.Second) || r.VerifyTimeout > Duration(10*time.Minute) {
+		errs = append(errs, "rotation.verify_timeout: must be 1s..10m")
+	}
+	if r.BackoffMin < Duration(time.Second) || r.BackoffMax < r.BackoffMin {
+		errs = append(errs, "rotation.backoff_min, backoff_max: need 1s <= backoff_min <= backoff_max")
+	}
+	if _, err := r.Table(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	return errs
 }

@@ -3,6 +3,7 @@ package agentconfig
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -63,5 +64,51 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if c.Keystore.File.Passphrase.File == "" || c.EST.Listen != ":8443" || len(c.EST.Hostnames) != 2 {
 		t.Errorf("example: %+v", c)
+	}
+}
+
+func TestRotationConfig(t *testing.T) {
+	none := func(string) string { return "" }
+	base := "version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n"
+	c, err := Parse([]byte(base), none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rotation.Enabled() || c.Rotation.Interval.D() != time.Hour || c.Rotation.Concurrency != 4 || c.Rotation.VerifyTimeout.D() != 10*time.Second ||
+		c.Rotation.BackoffMin.D() != 5*time.Minute || c.Rotation.BackoffMax.D() != 6*time.Hour {
+		t.Errorf("rotation defaults: %+v", c.Rotation)
+	}
+	c, err = Parse([]byte(base+`rotation:
+  inventory_file: /etc/outpost-agent/devices.yaml
+  routes:
+    - name: cams
+      match: {platform: axis, os_version: ">=10.0,<12", model: "P14*"}
+      hook: /usr/lib/outpost-agent/rotation/axis.sh
+      args: [--user-file, /etc/outpost-agent/axis-user]
+      timeout: 30s
+    - hook: /usr/lib/outpost-agent/rotation/generic.sh
+`), none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := c.Rotation.Table()
+	if err != nil || tbl.Len() != 2 || !c.Rotation.Enabled() {
+		t.Fatalf("routes: %v %v", tbl, err)
+	}
+	for _, tt := range []struct{ doc, want string }{
+		{"rotation: {concurrency: 100}\n", "rotation.concurrency"},
+		{"rotation: {interval: 1s}\n", "rotation.interval"},
+		{"rotation: {verify_timeout: 1h}\n", "rotation.verify_timeout"},
+		{"rotation: {backoff_min: 1h, backoff_max: 1m}\n", "backoff_max"},
+		{"rotation: {routes: [{hook: relative.sh}]}\n", `rotation.routes[0]: hook "relative.sh" must be an absolute path`},
+		{"rotation: {routes: [{name: x, hook: /h, match: {os_version: '>=2.x'}}]}\n", "rotation.routes[0] (x): match.os_version"},
+		{"rotation: {routes: [{hook: /h, match: {model: '[abc'}}]}\n", "match.model"},
+		{"rotation: {routes: [{hook: /h, timeout: 2h}]}\n", "timeout 2h0m0s must be 1s..1h"},
+		{"rotation: {routes: [{name: a, hook: /h}, {name: a, hook: /h}]}\n", `name "a" is also routes[0]'s`},
+		{"rotation: {routes: [{hook: /h, matches: {}}]}\n", "field matches not found"},
+	} {
+		if _, err := Parse([]byte(base+tt.doc), none); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: got %v, want %q", tt.doc, err, tt.want)
+		}
 	}
 }

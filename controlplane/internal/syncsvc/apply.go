@@ -314,6 +314,9 @@ func (a *Applier) applyRecord(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, r
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO sync_events (dms_id, record_id, device_id, kind, detail, at) VALUES ($1,$2,$3,$4,$5,$6)`,
 			dmsID, rec.GetRecordId(), rec.GetDeviceId(), truncate(p.Event.GetKind(), 128), detail, at)
+		if err == nil { // a device's event also goes into its timeline (device_events.go)
+			err = a.deviceTimeline(ctx, tx, dmsID, rec.GetDeviceId(), truncate(p.Event.GetKind(), 128), detail, at)
+		}
 		return "", err
 	case *syncpb.Record_IssuedCertificate:
 		return a.applyIssued(ctx, tx, dmsID, rec, p.IssuedCertificate, now, out)
