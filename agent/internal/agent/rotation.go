@@ -95,7 +95,8 @@ func (s rotationSigner) Sign(ctx context.Context, req rotation.SignRequest) ([]*
 	if !ok {
 		return nil, fmt.Errorf("unknown EST label %q", req.Label)
 	}
-	out := a.enroll(ctx, ps, enrollRequest{DeviceID: req.DeviceID, Label: req.Label, CAID: caID, Profile: profile, CSR: req.CSR})
+	er := enrollRequest{DeviceID: req.DeviceID, Label: req.Label, CAID: caID, Profile: profile, CSR: req.CSR}
+	out := a.enroll(ctx, ps, er)
 	if out.Later {
 		// Queued (or online past its wait): wait for the answer until
 		// the route's timeout.
@@ -103,7 +104,7 @@ func (s rotationSigner) Sign(ctx context.Context, req rotation.SignRequest) ([]*
 		if dl, ok := ctx.Deadline(); ok {
 			wait = time.Until(dl)
 		}
-		e, ok := a.waiters.wait(ctx, requestID(req.CSR), wait, a.store)
+		e, ok := a.waiters.wait(ctx, er.id(), wait, a.store)
 		if !ok {
 			return nil, rotation.ErrPending
 		}

@@ -333,17 +333,54 @@ func (s *Service) Scan(ctx context.Context, o Options) ([]Result, error) {
 		})
 		s.mu.Unlock()
 	}
+	if o.DeviceID == "" && !o.OnlyBackoffEnded && !o.DryRun && err == nil {
+		s.forgetRemoved(devs)
+	}
+	// Concurrency workers per run (not a goroutine per device: inventories
+	// run to thousands); the semaphore bounds all runs together.
 	results := make([]Result, len(devs))
+	next := make(chan int)
 	var wg sync.WaitGroup
-	for i, d := range devs {
+	for w := 0; w < min(s.cfg.Concurrency, len(devs)); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = s.device(ctx, d, gen, o)
+			for i := range next {
+				results[i] = s.device(ctx, devs[i], gen, o)
+			}
 		}()
 	}
+	for i := range devs {
+		next <- i
+	}
+	close(next)
 	wg.Wait()
 	return results, nil
+}
+
+// forgetRemoved drops the state of devices no longer in the inventory.
+func (s *Service) forgetRemoved(devs []Device) {
+	in := make(map[string]bool, len(devs))
+	for _, d := range devs {
+		in[d.ID] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.backoff {
+		if !in[id] {
+			delete(s.backoff, id)
+		}
+	}
+	for id := range s.pending {
+		if !in[id] {
+			delete(s.pending, id)
+		}
+	}
+	for id := range s.noRoute {
+		if !in[id] {
+			delete(s.noRoute, id)
+		}
+	}
 }
 
 // device handles one device: route, due check, rotation.
@@ -455,6 +492,8 @@ func (s *Service) rotate(ctx context.Context, d Device, r Route, o Options, res 
 		res.Outcome = OutcomeNotDue
 		s.mu.Lock()
 		s.counts[OutcomeNotDue]++
+		delete(s.backoff, d.ID) // fixed by other means
+		delete(s.pending, d.ID)
 		s.mu.Unlock()
 		return res
 	}
@@ -600,12 +639,15 @@ func Backoff(n int, minWait, maxWait time.Duration) time.Duration {
 	return min(d, maxWait)
 }
 
+// nextBackoffEnd is the earliest end of a backoff still to come (one that
+// ended is retried then, or at the next scan).
 func (s *Service) nextBackoffEnd() (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.cfg.Now()
 	var t time.Time
 	for _, b := range s.backoff {
-		if t.IsZero() || b.until.Before(t) {
+		if b.until.After(now) && (t.IsZero() || b.until.Before(t)) {
 			t = b.until
 		}
 	}

@@ -418,3 +418,53 @@ func TestParseHookCSR(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceRun: the loop scans at start (once ready), and retries a
+// failed device when its backoff ends, before the next scan.
+func TestServiceRun(t *testing.T) {
+	env := newServiceEnv(t, cams(1), 1)
+	env.svc.cfg.BackoffMin, env.svc.cfg.BackoffMax = 300*time.Millisecond, time.Second
+	var ready atomic.Bool
+	env.svc.cfg.Ready = func() error {
+		if !ready.Load() {
+			return errors.New("no policy yet")
+		}
+		return nil
+	}
+	env.lan.mu.Lock()
+	env.lan.failCSR["cam-00"] = ExitTemporary
+	env.lan.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		env.svc.Run(ctx)
+		close(done)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if got := env.rec.kinds("cam-00"); len(got) != 0 {
+		t.Fatalf("scanned before ready: %v", got)
+	}
+	ready.Store(true)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s (events %v)", what, env.rec.kinds("cam-00"))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the first scan fails", func() bool { return len(env.rec.kinds("cam-00")) >= 1 })
+	env.lan.mu.Lock()
+	env.lan.failCSR["cam-00"] = 0
+	env.lan.mu.Unlock()
+	waitFor("the retry after the backoff succeeds", func() bool {
+		k := env.rec.kinds("cam-00")
+		return len(k) > 0 && k[len(k)-1] == EventSucceeded
+	})
+}

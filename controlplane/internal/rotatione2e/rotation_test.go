@@ -462,7 +462,52 @@ rotation:
 	if _, err := rotate(t, agent, "--device", "nope"); err == nil || !strings.Contains(err.Error(), "no such device") {
 		t.Errorf("unknown device: got %v", err)
 	}
+
+	// Queued mode: the control plane signs over the sync link while the
+	// rotation waits (within the route's timeout); the device then
+	// presents a certificate of the DMS's authorized CA.
+	queued := policy
+	queued.Mode = "queued"
+	e.MustDo("PATCH", "/api/v1/dmss/"+agent.DMSID, e.AdminToken, apitypes.UpdateDMSRequest{Policy: &queued}, nil, 200)
+	cptest.Eventually(t, 30*time.Second, "the agent applies the queued policy", func() bool {
+		var s struct {
+			Mode string `json:"mode"`
+		}
+		resp, err := http.Get(adminURL + "/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&s) == nil && s.Mode == "queued"
+	}, agent.Tail)
+	before := good.presented(t)
+	res, err = rotate(t, agent, "--device", "cam-good", "--force")
+	if r := res["cam-good"]; err != nil || r.Outcome != "succeeded" || r.OldSerial != serialHex(before) {
+		t.Fatalf("queued rotation: %+v, %v\n%s", res, err, agent.Tail())
+	}
+	after := good.presented(t)
+	devCert := mustParsePEM(t, []byte(devCA.CertPEM))
+	if serialHex(after) != res["cam-good"].Serial || after.CheckSignatureFrom(devCert) != nil || after.Subject.CommonName != "cam-good" {
+		t.Errorf("after the queued rotation cam-good presents %s from %s, want a certificate of %s", after.Subject, after.Issuer, devCert.Subject)
+	}
+	res, err = rotate(t, agent, "--dry-run", "--device", "cam-good")
+	if r := res["cam-good"]; err != nil || r.Due {
+		t.Errorf("a certificate of the authorized CA is this gateway's: %+v, %v", r, err)
+	}
 	t.Logf("whole test in %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+func mustParsePEM(t *testing.T, b []byte) *x509.Certificate {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("no PEM block in %q", b)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func serialHex(c *x509.Certificate) string { return strings.ToLower(c.SerialNumber.Text(16)) }
