@@ -468,3 +468,18 @@ func TestServiceRun(t *testing.T) {
 		return len(k) > 0 && k[len(k)-1] == EventSucceeded
 	})
 }
+
+func FuzzParseHookCSR(f *testing.F) {
+	csr, _, err := testpki.CSR("cam-1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
+	f.Add([]byte("MIIB"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseHookCSR(b, "cam-1")
+		if err == nil && c.Subject.CommonName != "cam-1" && !NamesDevice("", c.DNSNames, nil, "cam-1") && len(c.URIs) == 0 {
+			t.Fatal("accepted a CSR that does not name the device")
+		}
+	})
+}
