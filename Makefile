@@ -167,6 +167,15 @@ package-files: ## write the packages of ARCHES into dist/ from binaries package-
 	echo "package: SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) VERSION=$(VERSION), wrote:"; \
 	ls -l $$written
 
+# govulncheck needs the Go vulnerability database (https://vuln.go.dev, or
+# GOVULNDB=file:///path to a copy); CI machines reach neither, so CI does not
+# run this target (docs/SECURITY.md).
+GOVULNCHECK_VERSION ?= v1.9.0
+GOVULNDB ?= https://vuln.go.dev
+.PHONY: vulncheck
+vulncheck: ## scan the code and its dependencies with govulncheck (needs the vulnerability database: GOVULNDB)
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) -db $(GOVULNDB) ./...
+
 .PHONY: screenshots
 screenshots: ## refresh docs/screenshots from the dashboard's browser tests (real Chromium)
 	OUTPOST_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run TestDashboard ./controlplane/internal/ui/browser/
@@ -231,6 +240,17 @@ bench: deps ## run the benchmarks on real backends and write docs/BENCHMARKS.md 
 	{ $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./... && \
 	  cd $(PEERS_DIR) && $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...; } \
 		| $(GO) run ./testbed/benchreport -out docs/BENCHMARKS.md -cmd "make bench BENCH='$(BENCH)' BENCHTIME=$(BENCHTIME)"
+
+# Fuzzing (docs/FUZZING.md): every `func Fuzz*` in a *_test.go file,
+# found by testbed/fuzz.sh, for FUZZTIME each, FUZZPAR at a time, one core
+# each. FUZZ=regexp picks targets by "pkg/path.Name".
+FUZZTIME ?= 10m
+FUZZPAR  ?= 2
+FUZZ     ?=
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 10m), FUZZPAR at a time (default 2); crashers go to <pkg>/testdata/fuzz/<Name>/
+	FUZZTIME='$(FUZZTIME)' FUZZPAR='$(FUZZPAR)' FUZZ='$(FUZZ)' GO='$(GO)' testbed/fuzz.sh
 
 .PHONY: clean
 clean: ## remove build output
