@@ -86,7 +86,12 @@ func (s *Service) issueDMSIdentity(ctx context.Context, q *registry.Queries, dms
 	if err != nil {
 		return nil, nil, err
 	}
+	// The identity carries the manager CA's OCSP and CRL URLs like any
+	// certificate the control plane issues: a relying party other than
+	// our broker (an external broker, a peer) can see it revoked when the
+	// DMS is disabled.
 	prof, _ := s.profile("dms")
+	prof = s.withURLs(prof, ca.ID)
 	cert, err := iss.Issue(csr, prof, issuer.Request{DeviceID: dmsID.String()})
 	if err != nil {
 		var ie *issuer.Error
