@@ -97,7 +97,9 @@ func bind(c *gin.Context, v any) bool {
 		}
 		return false
 	}
-	if dec.More() {
+	// Only whitespace may follow the value. dec.More() is not enough: it
+	// reports false for a stray ']' or '}', so "{}]" got through.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		problem(c, http.StatusBadRequest, "invalid-json", "the body holds more than one JSON value", "")
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -177,7 +178,7 @@ func policyFrom(c *gin.Context, p *apitypes.DMSPolicy) (caservice.DMSPolicy, boo
 	if p.Profile != "" {
 		out.Profile = p.Profile
 	}
-	out.ReenrollWindow = time.Duration(p.ReenrollWindowDays) * 24 * time.Hour
+	out.ReenrollWindow = durationOf(p.ReenrollWindowDays, 24*time.Hour)
 	out.LocalQuota = p.LocalQuota
 	out.BootstrapCAPEMs = p.BootstrapCAPEMs
 	for i, l := range p.Labels {
@@ -190,17 +191,32 @@ func policyFrom(c *gin.Context, p *apitypes.DMSPolicy) (caservice.DMSPolicy, boo
 		out.Labels = append(out.Labels, caservice.DMSLabel{Name: l.Name, CAID: id, Profile: l.Profile, DeviceAuth: l.DeviceAuth})
 	}
 	if p.EdgeCAValidityDays != 0 {
-		out.EdgeCAValidity = time.Duration(p.EdgeCAValidityDays) * 24 * time.Hour
+		out.EdgeCAValidity = durationOf(p.EdgeCAValidityDays, 24*time.Hour)
 	}
 	out.EdgeNameConstraints = p.EdgeNameConstraints
 	out.WebhookURL = p.WebhookURL
 	if p.OnlineWaitMs != nil {
-		out.OnlineWait = time.Duration(*p.OnlineWaitMs) * time.Millisecond
+		out.OnlineWait = durationOf(*p.OnlineWaitMs, time.Millisecond)
 	}
 	if p.JITRegistration != nil {
 		out.JITRegistration = *p.JITRegistration
 	}
 	return out, true
+}
+
+// durationOf returns n units. A count too large for a Duration becomes the
+// largest Duration of its sign, which every range check refuses, instead of
+// wrapping around into one it might accept (213504 days wrapped to 25
+// minutes; 2562048 hours to a negative TTL, which meant no expiry).
+func durationOf(n int, unit time.Duration) time.Duration {
+	limit := int64(math.MaxInt64) / int64(unit)
+	switch {
+	case int64(n) > limit:
+		return math.MaxInt64
+	case int64(n) < -limit:
+		return math.MinInt64
+	}
+	return time.Duration(n) * unit
 }
 
 func uuids(c *gin.Context, field string, in []string) ([]uuid.UUID, bool) {
@@ -544,7 +560,7 @@ func (s *Server) createDMS(c *gin.Context) {
 	}
 	ttl := 24 * time.Hour
 	if req.TokenTTLHours != 0 {
-		ttl = time.Duration(req.TokenTTLHours) * time.Hour
+		ttl = durationOf(req.TokenTTLHours, time.Hour)
 	}
 	pol, ok := policyFrom(c, req.Policy)
 	if !ok {
@@ -756,7 +772,7 @@ func (s *Server) createToken(c *gin.Context) {
 		problem(c, http.StatusBadRequest, "invalid-ttl", "ttl_hours must not be negative", "ttl_hours")
 		return
 	}
-	tok, t, err := s.svc.CreateToken(c, actorOf(c), req.Principal, req.Role, req.Description, time.Duration(req.TTLHours)*time.Hour)
+	tok, t, err := s.svc.CreateToken(c, actorOf(c), req.Principal, req.Role, req.Description, durationOf(req.TTLHours, time.Hour))
 	if err != nil {
 		s.fail(c, err)
 		return
