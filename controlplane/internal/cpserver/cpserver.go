@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/internal/keystore/filekeys"
 	"github.com/outpost-pki/outpost/internal/keystore/pkcs11keys"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // App is a running control plane (without its listener).
@@ -243,7 +244,9 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 			ln.Close()
 			return fmt.Errorf("loading the TLS certificate: %w", err)
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: a.API.ClientCAs()}
+		// Client certificates (DMS identities) are verified against the DMS
+		// manager CA only.
+		srv.TLSConfig = tlspolicy.Server(&tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: a.API.ClientCAs()})
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	bctx, stopBackground := context.WithCancel(ctx)
