@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.etcd.io/bbolt"
 
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
 
@@ -227,16 +228,15 @@ func New(cfg Config) (*Broker, error) {
 		// stats to the store: once an hour is plenty.
 		SysTopicResendInterval: 3600,
 	})
-	srvTLS := &tls.Config{
+	srvTLS := tlspolicy.Server(&tls.Config{
 		GetCertificate: cfg.GetCertificate,
-		MinVersion:     tls.VersionTLS12,
 		// Verification happens in VerifyConnection against ClientCAs or
 		// ControlPlaneCAs depending on the certificate (crypto/x509 has no
 		// union of two pools). With no ClientCAs here, the CertificateRequest
 		// lists no acceptable CAs, so Go clients send their certificate
 		// whichever CA issued it.
 		ClientAuth: tls.RequireAnyClientCert,
-	}
+	})
 	if cfg.GetCertificate == nil {
 		srvTLS.Certificates = []tls.Certificate{cfg.TLSCert}
 	}
