@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-pki/outpost/internal/csrcheck"
 	"github.com/outpost-pki/outpost/internal/est"
 	"github.com/outpost-pki/outpost/internal/ratelimit"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // The EST server (RFC 7030) devices enroll with. Errors are 400, 401,
@@ -84,8 +85,7 @@ func newESTServer(a *Agent) (*estServer, error) {
 // clients that send only a certificate whose issuer is listed send it.
 // Verification happens per request, against the pool that applies.
 func (s *estServer) tlsConfig() *tls.Config {
-	base := &tls.Config{
-		MinVersion: tls.VersionTLS12,
+	base := tlspolicy.Server(&tls.Config{
 		ClientAuth: tls.RequestClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			c := s.a.server.current()
@@ -95,15 +95,14 @@ func (s *estServer) tlsConfig() *tls.Config {
 			return &tls.Certificate{Certificate: c.derChain(), PrivateKey: c.Key, Leaf: c.Cert}, nil
 		},
 		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384},
-	}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+	})
+	return tlspolicy.Server(&tls.Config{
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			cfg := base.Clone()
 			cfg.ClientCAs = s.acceptableCAs()
 			return cfg, nil
 		},
-	}
+	})
 }
 
 func (s *estServer) acceptableCAs() *x509.CertPool {
