@@ -34,12 +34,13 @@ const (
 	// for: how long a disconnected DMS keeps its subscription and queued
 	// messages.
 	DefaultMaxSessionExpiry = 7 * 24 * time.Hour
+	// DefaultConnectTimeout bounds the TLS handshake, the CONNECT packet
+	// and the Authorize call of a new connection, so idle or slow
+	// (slowloris) sockets cannot pile up.
+	DefaultConnectTimeout = 30 * time.Second
 )
 
 const (
-	// connectTimeout bounds the TLS handshake, the CONNECT packet and the
-	// Authorize call of a new connection, so idle sockets cannot pile up.
-	connectTimeout = 30 * time.Second
 	// authorizeTimeout bounds one Config.Authorize call.
 	authorizeTimeout = 10 * time.Second
 	// defaultKeepAlive replaces a client's keep alive of 0 (none), and
@@ -116,6 +117,11 @@ type Config struct {
 	// also how long a queued message is kept. Default
 	// DefaultMaxSessionExpiry (7 days).
 	MaxSessionExpiry time.Duration
+	// ConnectTimeout is how long a new connection has for its TLS
+	// handshake, its CONNECT packet and Authorize, however slowly it
+	// sends; past it the connection is closed. Default
+	// DefaultConnectTimeout (30 s).
+	ConnectTimeout time.Duration
 	// Log receives the broker's and mochi's logs. Default: discarded.
 	Log *slog.Logger
 }
@@ -136,6 +142,8 @@ func (c Config) Validate() error {
 		return errors.New("broker: config: DataDir is required")
 	case c.MaxSessionExpiry < time.Second || c.MaxSessionExpiry > math.MaxUint32*time.Second:
 		return fmt.Errorf("broker: config: MaxSessionExpiry %v is out of range [1s, %d s]", c.MaxSessionExpiry, uint32(math.MaxUint32))
+	case c.ConnectTimeout < 0:
+		return fmt.Errorf("broker: config: ConnectTimeout %v is negative", c.ConnectTimeout)
 	case c.MaxPacketSize < 1024:
 		return fmt.Errorf("broker: config: MaxPacketSize %d is below 1024 bytes", c.MaxPacketSize)
 	}
@@ -159,6 +167,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSessionExpiry == 0 {
 		c.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -241,6 +252,7 @@ func New(cfg Config) (*Broker, error) {
 		srvTLS.Certificates = []tls.Certificate{cfg.TLSCert}
 	}
 	b.ln = newTLSListener(listenerID, cfg.Addr, srvTLS, b.identify, cfg.Log)
+	b.ln.connectTimeout = cfg.ConnectTimeout
 	return b, nil
 }
 

@@ -24,6 +24,8 @@ type tlsListener struct {
 	outer    *tls.Config // what tls.Server gets: picks base's clone, owns the session ticket keys
 	identify func(certs []*x509.Certificate) (identity, error)
 	log      *slog.Logger
+	// connectTimeout is Config.ConnectTimeout.
+	connectTimeout time.Duration
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -33,7 +35,7 @@ type tlsListener struct {
 }
 
 func newTLSListener(id, addr string, cfg *tls.Config, identify func([]*x509.Certificate) (identity, error), log *slog.Logger) *tlsListener {
-	l := &tlsListener{id: id, addr: addr, base: cfg, identify: identify, log: log, conns: make(map[net.Conn]*peerConn)}
+	l := &tlsListener{id: id, addr: addr, base: cfg, identify: identify, log: log, conns: make(map[net.Conn]*peerConn), connectTimeout: DefaultConnectTimeout}
 	// Session tickets are encrypted with keys of the config given to
 	// tls.Server; sharing one outer config (rather than one clone per
 	// connection) lets clients resume across connections.
@@ -117,7 +119,7 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 		delay = 0
 		// Covers the handshake, the CONNECT packet and Authorize; mochi
 		// replaces it with the keep alive deadline once connected.
-		_ = raw.SetDeadline(time.Now().Add(connectTimeout))
+		_ = raw.SetDeadline(time.Now().Add(l.connectTimeout))
 		pc := l.track(raw)
 		if pc == nil {
 			_ = raw.Close()
