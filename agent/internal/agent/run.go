@@ -199,7 +199,17 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 		return fmt.Errorf("admin listener on %s: %w", cfg.AdminAddr, err)
 	}
 	rot := a.startRotation(ctx) // agentless rotation (rotation.go)
-	srv := &http.Server{Handler: rot.admin(a.adminHandler()), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: rot.admin(a.adminHandler()),
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		ReadTimeout:       30 * time.Second, // request bodies are small (POST /secrets: 8 MiB at most)
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		// No WriteTimeout: POST /rotate answers when the rotations end
+		// (outpost-agent rotate waits up to 30 minutes by default) and
+		// POST /renew-identity when the control plane answered. The
+		// endpoint is for the local operator (admin_addr defaults to
+		// loopback).
+	}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	log.Info("agent running", "dms_id", id.DMSID, "admin_addr", ln.Addr().String(), "broker", cfg.Sync.BrokerURL)
@@ -218,6 +228,10 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	defer func() { _, _ = sdnotify.Notify(sdnotify.Stopping) }()
 	return a.sync.Run(ctx)
 }
+
+// adminReadHeaderTimeout is how long a client of the admin endpoint has
+// to send its request headers, however slowly it sends them.
+const adminReadHeaderTimeout = 5 * time.Second
 
 // brokerTLS is the sync link's TLS configuration: the client certificate
 // is the identity in use at each handshake (a renewal takes effect at the
