@@ -591,7 +591,11 @@ func (s *estServer) askWebhook(r *http.Request, ps *policyState, req *enrollRequ
 		Allow  bool   `json:"allow"`
 		Reason string `json:"reason"`
 	}
-	_ = json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&ans)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<10)).Decode(&ans); err != nil {
+		// Fail closed: a decision that does not decode is a refusal, even
+		// when the fields read before the error said allow.
+		ans.Allow = false
+	}
 	if resp.StatusCode != http.StatusOK || !ans.Allow {
 		msg := "the enrollment decision service refused the device"
 		if ans.Reason != "" {
