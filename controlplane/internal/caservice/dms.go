@@ -165,8 +165,11 @@ func (p DMSPolicy) validate() error {
 	seen := map[string]bool{}
 	for i, l := range p.Labels {
 		f := fmt.Sprintf("policy.labels[%d]", i)
-		if !labelRE.MatchString(l.Name) {
-			return invalid(f+".name", "label name %q must be 1 to 64 of A-Z a-z 0-9 . _ -", truncateText(l.Name, 80))
+		// "." and ".." match labelRE but no EST request can name them: the
+		// agent's path parser refuses them, as proxies treat them as
+		// directory references.
+		if !labelRE.MatchString(l.Name) || l.Name == "." || l.Name == ".." {
+			return invalid(f+".name", "label name %q must be 1 to 64 of A-Z a-z 0-9 . _ -, other than . and ..", truncateText(l.Name, 80))
 		}
 		if seen[l.Name] {
 			return invalid(f+".name", "label %q is given twice", l.Name)
