@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/outpost-pki/outpost/internal/est"
 	"github.com/outpost-pki/outpost/internal/issuer"
 	"github.com/outpost-pki/outpost/internal/testpki"
 )
@@ -23,11 +24,11 @@ import (
 // never panics, refuses only with an invalid-kind *Error naming a policy
 // field, and that what it accepts is usable: the mode and device
 // authentication are known, durations are in range, the webhook URL is an
-// https URL without credentials, labels are unique, and, the strongest
-// check, the edge CA of local mode can really be issued with the policy's
-// name constraints, each of which appears in the certificate. A policy
-// that validates but cannot be issued would fail later, on the gateway's
-// sync, as an internal error.
+// https URL without credentials, labels are unique and reachable over EST
+// (est.ParsePath accepts them), and, the strongest check, the edge CA of
+// local mode can really be issued with the policy's name constraints, each
+// of which appears in the certificate. A policy that validates but cannot
+// be issued would fail later, on the gateway's sync, as an internal error.
 func FuzzDMSPolicy(f *testing.F) {
 	pki := testpki.NewT(f)
 	parent := pki.Root("Fuzz Parent CA")
@@ -93,8 +94,9 @@ func FuzzDMSPolicy(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, l := range p.Labels {
-			if seen[l.Name] || l.Name == "" || l.Name == "." || len(l.Name) > 64 {
-				t.Fatalf("accepted label %q", l.Name)
+			// Every label must be reachable over EST.
+			if _, _, ok := est.ParsePath(est.PathPrefix + l.Name + "/" + est.OpSimpleEnroll); seen[l.Name] || !ok {
+				t.Fatalf("accepted label %q, which no EST request can name (or twice)", l.Name)
 			}
 			seen[l.Name] = true
 		}
