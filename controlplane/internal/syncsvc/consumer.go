@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
@@ -117,7 +119,15 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 	}
 	dmsID, _ := uuid.Parse(dmsStr)
 	env, err := syncproto.Unmarshal(pb.Payload)
-	if err != nil || env.GetDmsId() != dmsStr {
+	if err == nil && env.GetDmsId() != dmsStr {
+		err = errors.New("the envelope names another DMS than its topic")
+	}
+	if err == nil && env.GetUp() == nil {
+		// Apply would fail on it every time: retrying would stop this
+		// replica's consumer for good.
+		err = errors.New("a down message on an up topic")
+	}
+	if err != nil {
 		log.Warn("sync: dropping a malformed message", "dms_id", dmsStr, "err", err)
 		ack()
 		return
@@ -155,6 +165,13 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 			ack()
 			return
 		}
+		if permanentDBError(err) {
+			// The same values fail the same way on every redelivery:
+			// retrying would stop this replica's consumer for good.
+			log.Warn("sync: dropping a message the registry cannot store", "dms_id", dmsStr, "message_id", env.GetMessageId(), "err", err)
+			ack()
+			return
+		}
 		log.Error("sync: applying a message", "dms_id", dmsStr, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
@@ -162,4 +179,13 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 		case <-time.After(syncproto.ReconnectBackoff(attempt)):
 		}
 	}
+}
+
+// permanentDBError reports whether Postgres refused a value of the
+// message itself (SQLSTATE class 22, data exception: a NUL byte in a
+// string, a time out of range), which no retry can fix, as opposed to a
+// database that is down or a transaction that collided.
+func permanentDBError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")
 }
