@@ -126,13 +126,11 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 		hb := up.GetHeartbeat()
 		if hb != nil {
 			var edge *time.Time
-			if hb.GetEdgeCaNotAfterUnixMs() > 0 {
-				t := time.UnixMilli(hb.GetEdgeCaNotAfterUnixMs())
+			if t, ok := storableTime(hb.GetEdgeCaNotAfterUnixMs()); ok && hb.GetEdgeCaNotAfterUnixMs() > 0 {
 				edge = &t
 			}
 			var lastSync *time.Time
-			if hb.GetLastSyncUnixMs() > 0 {
-				t := time.UnixMilli(hb.GetLastSyncUnixMs())
+			if t, ok := storableTime(hb.GetLastSyncUnixMs()); ok && hb.GetLastSyncUnixMs() > 0 {
 				lastSync = &t
 			}
 			if _, err := tx.Exec(ctx, `UPDATE dmss SET last_seen_at = $2, agent_version = $3, queue_depth = $4, edge_ca_not_after = $5, last_sync_at = $6 WHERE id = $1`,
@@ -299,12 +297,17 @@ func (a *Applier) applyRecord(ctx context.Context, tx pgx.Tx, dmsID uuid.UUID, r
 	case *syncpb.Record_IdentityRenewal:
 		return a.applyIdentityRenewal(ctx, tx, dmsID, rec, p.IdentityRenewal, now, out)
 	case *syncpb.Record_Event:
+		// Refused before anything is written: events run without a
+		// savepoint.
+		at, ok := storableTime(p.Event.GetAtUnixMs())
+		if !ok {
+			return "event: at_unix_ms is not a time between the years 1 and 9999", nil
+		}
 		if p.Event.GetKind() == syncproto.EventIdentityInstalled {
 			if reason, err := a.identityInstalled(ctx, tx, dmsID, p.Event, now, out); reason != "" || err != nil {
 				return reason, err
 			}
 		}
-		at := time.UnixMilli(p.Event.GetAtUnixMs())
 		if p.Event.GetAtUnixMs() == 0 {
 			at = now
 		}
@@ -416,6 +419,17 @@ func sansOf(c *x509.Certificate) []string {
 		out = append(out, u.String())
 	}
 	return append(out, c.EmailAddresses...)
+}
+
+// storableTime converts milliseconds since 1970 to a time, and reports
+// whether it lies in the years 1 to 9999: beyond, the conversion to
+// PostgreSQL's microseconds overflows silently and stores another time.
+func storableTime(ms int64) (time.Time, bool) {
+	const minMs, maxMs = -62135596800000, 253402300799999 // 0001-01-01, 9999-12-31T23:59:59.999Z
+	if ms < minMs || ms > maxMs {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
 }
 
 func truncate(s string, n int) string {
