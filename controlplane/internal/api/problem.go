@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -104,4 +105,38 @@ func bind(c *gin.Context, v any) bool {
 		return false
 	}
 	return true
+}
+
+// textParams refuses path and query parameters that are not valid UTF-8
+// or hold a NUL byte: PostgreSQL can neither store nor compare such text,
+// so they would reach the registry only to fail as a 500.
+func textParams(c *gin.Context) {
+	bad := func(name, v string) bool {
+		msg := ""
+		switch {
+		case !utf8.ValidString(v):
+			msg = name + " must be valid UTF-8"
+		case strings.IndexByte(v, 0) >= 0:
+			msg = name + " must not hold a NUL byte"
+		default:
+			return false
+		}
+		problem(c, http.StatusBadRequest, "invalid-parameter", msg, name)
+		return true
+	}
+	for _, p := range c.Params {
+		if bad(p.Key, p.Value) {
+			return
+		}
+	}
+	for k, vs := range c.Request.URL.Query() {
+		if bad(k, k) {
+			return
+		}
+		for _, v := range vs {
+			if bad(k, v) {
+				return
+			}
+		}
+	}
 }

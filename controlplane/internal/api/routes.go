@@ -643,6 +643,12 @@ func (s *Server) searchDevices(c *gin.Context) {
 	if !ok {
 		return
 	}
+	switch c.Query("status") {
+	case "", "pending_provisioning", "fully_provisioned", "with_warnings", "requires_action", "decommissioned":
+	default:
+		problem(c, http.StatusBadRequest, "invalid-status", "status must be one of pending_provisioning, fully_provisioned, with_warnings, requires_action, decommissioned", "status")
+		return
+	}
 	dms, ok := optUUID(c, "dms_id", c.Query("dms_id"))
 	if !ok {
 		return

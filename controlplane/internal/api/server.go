@@ -105,6 +105,7 @@ func New(svc *caservice.Service, opts Options) *Server {
 		s.log.Error("panic in handler", "path", c.FullPath(), "panic", err)
 		problem(c, http.StatusInternalServerError, "internal", "the control plane hit an internal error; the cause is in its log", "")
 	}))
+	e.Use(textParams)
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) {
 		problem(c, http.StatusNotFound, "not-found", "no such route: see /api/v1/openapi.json", "")
