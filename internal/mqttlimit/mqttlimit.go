@@ -95,14 +95,30 @@ func (c *conn) scan(b []byte) error {
 	return nil
 }
 
-// DialTLS connects to addr over TLS within ctx and returns the
-// connection with its reads capped at max bytes per packet and its
-// writes safe for concurrent use (as paho needs).
-func DialTLS(ctx context.Context, cfg *tls.Config, addr string, max uint32) (net.Conn, error) {
-	d := tls.Dialer{Config: cfg}
-	c, err := d.DialContext(ctx, "tcp", addr)
+// Dial connects to addr (over TLS with cfg, plain TCP when cfg is nil)
+// within ctx and returns the connection with its reads capped at max
+// bytes per packet and its writes safe for concurrent use (as paho
+// needs).
+func Dial(ctx context.Context, cfg *tls.Config, addr string, max uint32) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	if cfg != nil {
+		c, err = (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
+	} else {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return packets.NewThreadSafeConn(Conn(c, max)), nil
+}
+
+// AutopahoTLS reports whether autopaho dials a broker URL's scheme over
+// TLS (its schemes for TLS: ssl, tls, mqtts, mqtt+ssl, tcps).
+func AutopahoTLS(scheme string) bool {
+	switch scheme {
+	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
+		return true
+	}
+	return false
 }
