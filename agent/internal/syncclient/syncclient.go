@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/outpost-pki/outpost/agent/internal/store"
+	"github.com/outpost-pki/outpost/internal/mqttlimit"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
@@ -161,6 +163,25 @@ func (c *Client) Run(ctx context.Context) error {
 		SessionExpiryInterval:         7 * 24 * 3600,
 		ReconnectBackoff:              c.reconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
+		// Packets from the broker are capped at syncproto.MaxPacketSize:
+		// announced in the CONNECT, enforced on the connection (paho
+		// would allocate whatever a packet header announces).
+		AttemptConnection: func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+			defer cancel()
+			tc := cfg.TlsCfg
+			if !mqttlimit.AutopahoTLS(u.Scheme) {
+				tc = nil
+			}
+			return mqttlimit.Dial(ctx, tc, u.Host, syncproto.MaxPacketSize)
+		},
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.MaximumPacketSize = new(uint32(syncproto.MaxPacketSize))
+			return cp, nil
+		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			c.online.Store(true)
 			c.setDisabled(false)
