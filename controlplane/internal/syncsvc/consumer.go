@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outpost-pki/outpost/internal/mqttlimit"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
 
@@ -62,6 +64,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 		SessionExpiryInterval:         7 * 24 * 3600,
 		ReconnectBackoff:              syncproto.ReconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
+		// Packets from the broker are capped at syncproto.MaxPacketSize:
+		// announced in the CONNECT (a broker discards larger messages
+		// for this client), enforced on the connection (paho would
+		// allocate whatever a packet header announces).
+		AttemptConnection: func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+			defer cancel()
+			tc := cfg.TlsCfg
+			if !mqttlimit.AutopahoTLS(u.Scheme) {
+				tc = nil
+			}
+			return mqttlimit.Dial(ctx, tc, u.Host, syncproto.MaxPacketSize)
+		},
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			cp.Properties.MaximumPacketSize = new(uint32(syncproto.MaxPacketSize))
+			return cp, nil
+		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			go func() {
 				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
