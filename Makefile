@@ -247,10 +247,11 @@ bench: deps ## run the benchmarks on real backends and write docs/BENCHMARKS.md 
 FUZZTIME ?= 10m
 FUZZPAR  ?= 2
 FUZZ     ?=
+FUZZMINIMIZETIME ?= 5s
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME (default 10m), FUZZPAR at a time (default 2); crashers go to <pkg>/testdata/fuzz/<Name>/
-	FUZZTIME='$(FUZZTIME)' FUZZPAR='$(FUZZPAR)' FUZZ='$(FUZZ)' GO='$(GO)' testbed/fuzz.sh
+	FUZZTIME='$(FUZZTIME)' FUZZPAR='$(FUZZPAR)' FUZZ='$(FUZZ)' FUZZMINIMIZETIME='$(FUZZMINIMIZETIME)' GO='$(GO)' testbed/fuzz.sh
 
 .PHONY: clean
 clean: ## remove build output

@@ -4,7 +4,8 @@
 #
 # Targets are found by grepping *_test.go files for `^func Fuzz`, so a new
 # target is picked up without editing this script. Each runs as
-#   go test -run '^$' -fuzz '^Name$' -fuzztime $FUZZTIME -parallel=1 ./pkg
+#   go test -run '^$' -fuzz '^Name$' -fuzztime $FUZZTIME -parallel=1 \
+#     -fuzzminimizetime $FUZZMINIMIZETIME ./pkg
 # from the module that holds it (one core per target), at most FUZZPAR at a
 # time. The fuzz cache stays where Go keeps it ($GOCACHE/fuzz).
 #
@@ -12,6 +13,10 @@
 #   FUZZTIME   time per target (go test -fuzztime): default 10m
 #   FUZZPAR    targets run at the same time: default 2
 #   FUZZ       extended regexp: only targets whose "pkg.Name" matches
+#   FUZZMINIMIZETIME  go test -fuzzminimizetime: default 5s. Go minimizes
+#              every new interesting input (and a crasher) for up to 60s by
+#              default, and the execs it spends there are not counted: in
+#              a 20 s run that left some targets at a few dozen execs.
 #   FUZZLOGDIR where each target's output goes: default test-output/fuzz
 #   GO         the go command: default go
 #
@@ -25,6 +30,7 @@ root=$PWD
 FUZZTIME=${FUZZTIME:-10m}
 FUZZPAR=${FUZZPAR:-2}
 FUZZ=${FUZZ:-}
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-5s}
 GO=${GO:-go}
 logdir=${FUZZLOGDIR:-test-output/fuzz}
 case $FUZZPAR in '' | *[!0-9]* | 0)
@@ -60,7 +66,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 	echo "fuzz: no fuzz targets${FUZZ:+ match FUZZ=$FUZZ}" >&2
 	exit 2
 fi
-echo "fuzz: ${#targets[@]} targets, FUZZTIME=$FUZZTIME each, $FUZZPAR at a time, -parallel=1; logs in ${logdir#"$root"/}"
+echo "fuzz: ${#targets[@]} targets, FUZZTIME=$FUZZTIME each, $FUZZPAR at a time, -parallel=1, FUZZMINIMIZETIME=$FUZZMINIMIZETIME; logs in ${logdir#"$root"/}"
 
 # run_one MOD PKG NAME: fuzz one target; writes its log and a result line
 # "result<TAB>execs<TAB>new<TAB>crasher" to $logdir/<id>.result.
@@ -70,7 +76,7 @@ run_one() {
 	id=$(echo "${mod#"$root"}/${pkg#./}.$name" | sed -E 's#^/+##; s#[/.]+#_#g')
 	local log=$logdir/$id.log
 	local start=$SECONDS rc=0
-	(cd "$mod" && "$GO" test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel=1 "$pkg") >"$log" 2>&1 || rc=$?
+	(cd "$mod" && "$GO" test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel=1 -fuzzminimizetime "$FUZZMINIMIZETIME" "$pkg") >"$log" 2>&1 || rc=$?
 	# The last progress line holds the totals:
 	# "fuzz: elapsed: 20s, execs: 123456 (6172/sec), new interesting: 3 (total: 40)"
 	local last execs=- new=- result crasher=-
@@ -141,7 +147,7 @@ for t in "${targets[@]}"; do
 	[[ "$execs" =~ ^[0-9]+$ ]] && total_execs=$((total_execs + execs))
 	printf '%-6s %-30s %-46s %12s %8s  %s\n' "$result" "$name" "$where" "$execs" "$new" "$([ "$crasher" != - ] && echo "$crasher")"
 done
-echo "fuzz: ${#targets[@]} targets, $((${#targets[@]} - failed)) passed, $failed failed, $total_execs execs in all"
+echo "fuzz: ${#targets[@]} targets, $((${#targets[@]} - failed)) passed, $failed failed, $total_execs execs in all, $((SECONDS / 60))m$((SECONDS % 60))s"
 if [ $failed -gt 0 ]; then
 	echo "fuzz: FAILED. A crasher is written by go test to <package>/testdata/fuzz/<Name>/<hash>;"
 	echo "      reproduce it with: go test -run '^<Name>/<hash>\$' ./<package>"
