@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -84,10 +85,14 @@ func bind(c *gin.Context, v any) bool {
 		switch {
 		case errors.As(err, &mbe):
 			problem(c, http.StatusRequestEntityTooLarge, "too-large", fmt.Sprintf("the body is larger than %d bytes", MaxBodySize), "")
+		case errors.As(err, &ute) && ute.Field == "":
+			problem(c, http.StatusBadRequest, "invalid-json", "the body must be a JSON object", "")
 		case errors.As(err, &ute):
-			problem(c, http.StatusBadRequest, "invalid-json", fmt.Sprintf("field %q must be a %s", ute.Field, ute.Type), ute.Field)
+			problem(c, http.StatusBadRequest, "invalid-json", fmt.Sprintf("field %q must be %s", ute.Field, jsonKind(ute.Type)), ute.Field)
 		case errors.As(err, &se):
 			problem(c, http.StatusBadRequest, "invalid-json", fmt.Sprintf("the body is not valid JSON (at byte %d)", se.Offset), "")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			problem(c, http.StatusBadRequest, "invalid-json", "the body is not valid JSON (it ends in the middle of a value)", "")
 		case errors.Is(err, io.EOF):
 			problem(c, http.StatusBadRequest, "invalid-json", "the body is empty: send a JSON object", "")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -139,4 +144,25 @@ func textParams(c *gin.Context) {
 			}
 		}
 	}
+}
+
+// jsonKind names what a Go type is in JSON, for a client that sent the
+// wrong kind of value ("a number", not "a int64").
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a JSON object"
 }
