@@ -135,7 +135,16 @@ func TestCrashRecovery(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	midFlight := 0
 	for i := 0; i < 20; i++ {
-		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+		// Kill while records flow: wait until this run delivered some
+		// (a loaded machine takes seconds to start the agent), then a
+		// random moment later.
+		before := e.CountEvents(a.DMSID)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if n := e.CountEvents(a.DMSID); n > before || n >= total {
+				break
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
 		a.Kill(syscall.SIGKILL)
 		if n := e.CountEvents(a.DMSID); n > 0 && n < total {
 			midFlight++
