@@ -8,8 +8,11 @@ package api
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
 	"github.com/outpost-pki/outpost/controlplane/internal/registry"
+	"github.com/outpost-pki/outpost/internal/ratelimit"
 )
 
 // Role is what a route requires.
@@ -75,6 +79,9 @@ type Server struct {
 	engine *gin.Engine
 	// dmsRoots verifies DMS client certificates (the DMS manager CA).
 	dmsRoots *x509.CertPool
+	// limiter bounds the requests of each authenticated identity (API
+	// token or DMS certificate), per replica.
+	limiter *ratelimit.Limiter
 
 	openapiOnce sync.Once
 	openapiDoc  map[string]any
@@ -87,12 +94,22 @@ type Options struct {
 	// DMSRoots verifies DMS identity certificates presented over mutual
 	// TLS; nil disables DMS authentication.
 	DMSRoots *x509.CertPool
+	// RatePerIdentity is how many requests per second each authenticated
+	// identity may make on this replica, in bursts of BurstPerIdentity;
+	// beyond that the API answers 429 with Retry-After. 0: unlimited.
+	RatePerIdentity  float64
+	BurstPerIdentity int
 }
+
+// maxLimitedIdentities bounds the limiter's memory (least recently seen
+// identities are forgotten first).
+const maxLimitedIdentities = 100_000
 
 // New builds the API.
 func New(svc *caservice.Service, opts Options) *Server {
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{svc: svc, reg: svc.Reg, log: opts.Log, now: opts.Now, dmsRoots: opts.DMSRoots}
+	s := &Server{svc: svc, reg: svc.Reg, log: opts.Log, now: opts.Now, dmsRoots: opts.DMSRoots,
+		limiter: ratelimit.New(opts.RatePerIdentity, opts.BurstPerIdentity, maxLimitedIdentities)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -176,6 +193,16 @@ func (s *Server) authorize(r Route) gin.HandlerFunc {
 			}
 		} else if cl.role < r.Role {
 			problem(c, http.StatusForbidden, "forbidden-role", "this route needs the "+r.Role.String()+" role; you are "+cl.role.String(), "")
+			return
+		}
+		key := "token:" + cl.tokenID
+		if cl.role == RoleDMS {
+			key = "dms:" + cl.dmsID.String()
+		}
+		if ok, wait := s.limiter.Allow(key); !ok {
+			secs := int(math.Ceil(wait.Seconds()))
+			c.Header("Retry-After", strconv.Itoa(secs))
+			problem(c, http.StatusTooManyRequests, "rate-limited", fmt.Sprintf("too many requests for this identity; retry in %d s", secs), "")
 			return
 		}
 		c.Set(callerKey, cl)

@@ -16,6 +16,7 @@ package cpconfig
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -70,6 +71,18 @@ type Config struct {
 	Notifications Notifications `yaml:"notifications"`
 	// Sync configures the link to agents (MQTT).
 	Sync Sync `yaml:"sync"`
+	// API configures the REST API's limits.
+	API API `yaml:"api"`
+}
+
+// API configures the REST API's limits.
+type API struct {
+	// RatePerIdentity is how many requests per second each API token or
+	// DMS identity may make on one replica; beyond it (and its burst) the
+	// API answers 429 with Retry-After. Default 50; 0: unlimited.
+	RatePerIdentity *float64 `yaml:"rate_per_identity"`
+	// BurstPerIdentity is the burst above that rate. Default 200.
+	BurstPerIdentity int `yaml:"burst_per_identity"`
 }
 
 // Sync configures the MQTT link to agents: by default an embedded broker
@@ -293,6 +306,12 @@ func (c *Config) applyDefaults() {
 			*d = Duration(v)
 		}
 	}
+	if c.API.RatePerIdentity == nil {
+		c.API.RatePerIdentity = new(50.0)
+	}
+	if c.API.BurstPerIdentity == 0 {
+		c.API.BurstPerIdentity = 200
+	}
 	setDefault(&c.Lifecycle.SweepInterval, time.Minute)
 	setDefault(&c.Lifecycle.ExpiryThreshold, 30*24*time.Hour)
 	setDefault(&c.OCSP.ResponseValidity, 24*time.Hour)
@@ -329,6 +348,12 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Sprintf("listen: %q is not host:port", c.Listen))
+	}
+	if r := c.API.RatePerIdentity; r != nil && (*r < 0 || math.IsNaN(*r) || math.IsInf(*r, 0)) {
+		errs = append(errs, fmt.Sprintf("api.rate_per_identity: %v is not a rate (requests per second, 0 for unlimited)", *r))
+	}
+	if c.API.BurstPerIdentity < 0 {
+		errs = append(errs, fmt.Sprintf("api.burst_per_identity: %d is negative", c.API.BurstPerIdentity))
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, "tls: set both cert_file and key_file, or neither")

@@ -13,7 +13,8 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != ":8443" || c.Keystore.Backend != "file" || c.Bootstrap.RootCommonName != "Outpost Root CA" {
+	if c.Listen != ":8443" || c.Keystore.Backend != "file" || c.Bootstrap.RootCommonName != "Outpost Root CA" ||
+		c.API.RatePerIdentity == nil || *c.API.RatePerIdentity != 50 || c.API.BurstPerIdentity != 200 {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 	env["OUTPOST_DATABASE_URL"] = "postgres://y@db2/o"
@@ -53,6 +54,8 @@ func TestParse(t *testing.T) {
 		{"bad yaml", "version: [1\n", "config:"},
 		{"plain mqtt", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\nsync: {external_broker_url: \"mqtt://b:1883\"}\n", "sync.external_broker_url"},
 		{"bad broker listen", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\nsync: {broker: {listen: nope}}\n", "sync.broker.listen"},
+		{"negative api rate", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\napi: {rate_per_identity: -1}\n", "api.rate_per_identity"},
+		{"negative api burst", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\napi: {burst_per_identity: -5}\n", "api.burst_per_identity"},
 		{"bad client id", "version: 1\ndatabase: {url: x}\nkeystore: {file: {passphrase: {value: p}}}\nsync: {client_id: \"a/b\"}\n", "sync.client_id"},
 	}
 	for _, tt := range tests {
@@ -81,6 +84,9 @@ func TestExampleConfig(t *testing.T) {
 	c, err := Load("../../config.example.yaml", func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("config.example.yaml: %v", err)
+	}
+	if c.API.RatePerIdentity == nil || *c.API.RatePerIdentity != 50 {
+		t.Errorf("example api.rate_per_identity: %v", c.API.RatePerIdentity)
 	}
 	if c.Keystore.File.Passphrase.File == "" || c.AdminToken.File == "" {
 		t.Errorf("example does not show secrets read from files: %+v", c)

@@ -127,7 +127,11 @@ func Build(ctx context.Context, cfg *cpconfig.Config, log *slog.Logger) (*App, e
 			roots.AddCert(c)
 		}
 	}
-	app.API = api.New(svc, api.Options{Log: log, DMSRoots: roots})
+	var rate float64 // a Config built in code without defaults: unlimited
+	if cfg.API.RatePerIdentity != nil {
+		rate = *cfg.API.RatePerIdentity
+	}
+	app.API = api.New(svc, api.Options{Log: log, DMSRoots: roots, RatePerIdentity: rate, BurstPerIdentity: cfg.API.BurstPerIdentity})
 	app.UI, err = ui.New(svc, ui.Options{Log: log, Version: buildinfo.Version})
 	if err != nil {
 		app.Close()
