@@ -13,9 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sync"
 
+	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // ErrPacketTooLarge is returned by Read once a packet announced more
@@ -121,4 +124,28 @@ func AutopahoTLS(scheme string) bool {
 		return true
 	}
 	return false
+}
+
+// Autopaho makes an autopaho client announce max as its Maximum Packet
+// Size in its CONNECT (a broker then discards larger messages for it) and
+// enforce it on every connection it dials (paho would allocate whatever a
+// packet header announces): it sets cfg's AttemptConnection and
+// ConnectPacketBuilder.
+func Autopaho(cfg *autopaho.ClientConfig, max uint32) {
+	cfg.AttemptConnection = func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		defer cancel()
+		tc := cfg.TlsCfg
+		if !AutopahoTLS(u.Scheme) {
+			tc = nil
+		}
+		return Dial(ctx, tc, u.Host, max)
+	}
+	cfg.ConnectPacketBuilder = func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+		if cp.Properties == nil {
+			cp.Properties = &paho.ConnectProperties{}
+		}
+		cp.Properties.MaximumPacketSize = new(max)
+		return cp, nil
+	}
 }

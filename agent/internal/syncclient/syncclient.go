@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -155,7 +154,7 @@ func (c *Client) Run(ctx context.Context) error {
 	if u.Scheme == "mqtts" {
 		u.Scheme = "tls"
 	}
-	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
+	cfg := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{u},
 		TlsCfg:                        c.TLS,
 		KeepAlive:                     30,
@@ -163,25 +162,6 @@ func (c *Client) Run(ctx context.Context) error {
 		SessionExpiryInterval:         7 * 24 * 3600,
 		ReconnectBackoff:              c.reconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
-		// Packets from the broker are capped at syncproto.MaxPacketSize:
-		// announced in the CONNECT, enforced on the connection (paho
-		// would allocate whatever a packet header announces).
-		AttemptConnection: func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-			defer cancel()
-			tc := cfg.TlsCfg
-			if !mqttlimit.AutopahoTLS(u.Scheme) {
-				tc = nil
-			}
-			return mqttlimit.Dial(ctx, tc, u.Host, syncproto.MaxPacketSize)
-		},
-		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
-			if cp.Properties == nil {
-				cp.Properties = &paho.ConnectProperties{}
-			}
-			cp.Properties.MaximumPacketSize = new(uint32(syncproto.MaxPacketSize))
-			return cp, nil
-		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			c.online.Store(true)
 			c.setDisabled(false)
@@ -216,7 +196,10 @@ func (c *Client) Run(ctx context.Context) error {
 				return true, nil
 			}},
 		},
-	})
+	}
+	// Packets from the broker are capped at syncproto.MaxPacketSize.
+	mqttlimit.Autopaho(&cfg, syncproto.MaxPacketSize)
+	cm, err := autopaho.NewConnection(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}

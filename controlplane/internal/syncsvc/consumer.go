@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -64,26 +63,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 		SessionExpiryInterval:         7 * 24 * 3600,
 		ReconnectBackoff:              syncproto.ReconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
-		// Packets from the broker are capped at syncproto.MaxPacketSize:
-		// announced in the CONNECT (a broker discards larger messages
-		// for this client), enforced on the connection (paho would
-		// allocate whatever a packet header announces).
-		AttemptConnection: func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-			defer cancel()
-			tc := cfg.TlsCfg
-			if !mqttlimit.AutopahoTLS(u.Scheme) {
-				tc = nil
-			}
-			return mqttlimit.Dial(ctx, tc, u.Host, syncproto.MaxPacketSize)
-		},
-		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
-			if cp.Properties == nil {
-				cp.Properties = &paho.ConnectProperties{}
-			}
-			cp.Properties.MaximumPacketSize = new(uint32(syncproto.MaxPacketSize))
-			return cp, nil
-		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			go func() {
 				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -106,6 +85,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}},
 		},
 	}
+	// Packets from the broker are capped at syncproto.MaxPacketSize.
+	mqttlimit.Autopaho(&cfg, syncproto.MaxPacketSize)
 	cm, err := autopaho.NewConnection(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
