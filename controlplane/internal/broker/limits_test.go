@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 
+	"github.com/outpost-pki/outpost/internal/tlspolicy/tlspolicytest"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
 
@@ -32,27 +33,7 @@ func TestListenerTLSPolicy(t *testing.T) {
 		defer conn.Close()
 		return conn.ConnectionState(), nil
 	}
-	for _, c := range []struct {
-		name string
-		cfg  *tls.Config
-		want uint16 // 0: refused
-	}{
-		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, 0},
-		{"TLS 1.2 CBC only", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}}, 0},
-		{"TLS 1.2 RSA key exchange", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_128_CBC_SHA}}, 0},
-		{"TLS 1.2 ECDHE AEAD", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, tls.VersionTLS12},
-		{"default client", &tls.Config{}, tls.VersionTLS13},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			st, err := dial(c.cfg)
-			switch {
-			case c.want == 0 && err == nil:
-				t.Errorf("handshake succeeded (version %x, %s), want it refused", st.Version, tls.CipherSuiteName(st.CipherSuite))
-			case c.want != 0 && (err != nil || st.Version != c.want):
-				t.Errorf("got %v (version %x), want version %x", err, st.Version, c.want)
-			}
-		})
-	}
+	tlspolicytest.Check(t, tlspolicytest.Clients(), dial)
 }
 
 // TestSlowClientsDisconnected: a client that sends one byte a second
@@ -91,35 +72,12 @@ func TestSlowClientsDisconnected(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			elapsed := slowloris(conn, c.bytes[:len(c.bytes)-1], time.Second, 3*e.cfg.ConnectTimeout, start)
+			elapsed := tlspolicytest.Slowloris(conn, c.bytes[:len(c.bytes)-1], time.Second, 3*e.cfg.ConnectTimeout, start)
 			if elapsed < e.cfg.ConnectTimeout-200*time.Millisecond || elapsed > e.cfg.ConnectTimeout+time.Second {
 				t.Errorf("disconnected after %v, want after the connect timeout %v (+1 s)", elapsed, e.cfg.ConnectTimeout)
 			}
 		})
 	}
-}
-
-// slowloris writes b to conn one byte every interval from another
-// goroutine, reads until the peer closes, and returns how long after
-// start that was (limit when it did not close by then).
-func slowloris(conn net.Conn, b []byte, interval, limit time.Duration, start time.Time) time.Duration {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for _, c := range b {
-			if _, err := conn.Write([]byte{c}); err != nil {
-				return
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(interval):
-			}
-		}
-	}()
-	_ = conn.SetReadDeadline(start.Add(limit))
-	_, _ = io.Copy(io.Discard, conn)
-	return time.Since(start)
 }
 
 // TestOversizedPacketRefused: a DMS that sends a PUBLISH larger than the

@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
 	"github.com/outpost-pki/outpost/controlplane/internal/cptest"
 	"github.com/outpost-pki/outpost/internal/testpki"
+	"github.com/outpost-pki/outpost/internal/tlspolicy/tlspolicytest"
 	"github.com/outpost-pki/outpost/testbed"
 )
 
@@ -102,30 +103,10 @@ sync: {broker: {enabled: false}}
 	t.Run("tls", func(t *testing.T) {
 		foreign := testpki.NewT(t, testpki.WithClock(time.Now)).Root("not the DMS manager CA").
 			Leaf("00000000-0000-0000-0000-000000000001", testpki.ExtKeyUsage(x509.ExtKeyUsageClientAuth)).TLSCertificate()
-		for _, c := range []struct {
-			name string
-			cfg  *tls.Config
-			want uint16 // 0: refused
-		}{
-			{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, 0},
-			{"TLS 1.2 CBC only", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}}, 0},
-			{"TLS 1.2 RSA key exchange", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_128_CBC_SHA}}, 0},
-			// GetClientCertificate: Go clients send a certificate from
-			// Certificates only when its issuer is one the server lists.
-			{"client certificate of another CA", &tls.Config{GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign, nil }}, 0},
-			{"TLS 1.2 ECDHE AEAD", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, tls.VersionTLS12},
-			{"default client", &tls.Config{}, tls.VersionTLS13},
-		} {
-			t.Run(c.name, func(t *testing.T) {
-				st, err := handshake(c.cfg)
-				switch {
-				case c.want == 0 && err == nil:
-					t.Errorf("served (version %x, %s), want the handshake refused", st.Version, tls.CipherSuiteName(st.CipherSuite))
-				case c.want != 0 && (err != nil || st.Version != c.want):
-					t.Errorf("got %v (version %x), want version %x", err, st.Version, c.want)
-				}
-			})
-		}
+		// GetClientCertificate: Go clients send a certificate from
+		// Certificates only when its issuer is one the server lists.
+		tlspolicytest.Check(t, append(tlspolicytest.Clients(), tlspolicytest.Client{Name: "client certificate of another CA",
+			Cfg: &tls.Config{GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign, nil }}}), handshake)
 	})
 
 	t.Run("headers over 64 KiB", func(t *testing.T) {
@@ -162,7 +143,7 @@ sync: {broker: {enabled: false}}
 					t.Fatal(err)
 				}
 				defer conn.Close()
-				elapsed := slowloris(conn, []byte(c.bytes), time.Second, 3*headerTimeout, start)
+				elapsed := tlspolicytest.Slowloris(conn, []byte(c.bytes), time.Second, 3*headerTimeout, start)
 				// An HTTP/1.1 server may answer 408 before closing; either
 				// way the connection ends at the timeout.
 				if elapsed < headerTimeout-500*time.Millisecond || elapsed > headerTimeout+2*time.Second {
@@ -171,27 +152,4 @@ sync: {broker: {enabled: false}}
 			})
 		}
 	})
-}
-
-// slowloris writes b to conn one byte every interval from another
-// goroutine, reads until the peer closes, and returns how long after
-// start that was (limit when it did not close by then).
-func slowloris(conn net.Conn, b []byte, interval, limit time.Duration, start time.Time) time.Duration {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for _, c := range b {
-			if _, err := conn.Write([]byte{c}); err != nil {
-				return
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(interval):
-			}
-		}
-	}()
-	_ = conn.SetReadDeadline(start.Add(limit))
-	_, _ = io.Copy(io.Discard, conn)
-	return time.Since(start)
 }

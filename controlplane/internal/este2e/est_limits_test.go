@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/crl"
 	"github.com/outpost-pki/outpost/internal/est"
 	"github.com/outpost-pki/outpost/internal/testpki"
+	"github.com/outpost-pki/outpost/internal/tlspolicy/tlspolicytest"
 )
 
 // The agent's listener limits (agent/internal/agent: est.go and run.go).
@@ -52,27 +53,7 @@ func TestAgentListenerLimits(t *testing.T) {
 		return conn.ConnectionState(), nil
 	}
 	t.Run("tls", func(t *testing.T) {
-		for _, c := range []struct {
-			name string
-			cfg  *tls.Config
-			want uint16 // 0: refused
-		}{
-			{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, 0},
-			{"TLS 1.2 CBC only", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}}, 0},
-			{"TLS 1.2 RSA key exchange", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_AES_128_CBC_SHA}}, 0},
-			{"TLS 1.2 ECDHE AEAD", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}, tls.VersionTLS12},
-			{"default client", &tls.Config{}, tls.VersionTLS13},
-		} {
-			t.Run(c.name, func(t *testing.T) {
-				st, err := handshake(c.cfg)
-				switch {
-				case c.want == 0 && err == nil:
-					t.Errorf("handshake succeeded (version %x, %s), want it refused", st.Version, tls.CipherSuiteName(st.CipherSuite))
-				case c.want != 0 && (err != nil || st.Version != c.want):
-					t.Errorf("got %v (version %x), want version %x", err, st.Version, c.want)
-				}
-			})
-		}
+		tlspolicytest.Check(t, tlspolicytest.Clients(), handshake)
 	})
 	t.Run("client certificate of an untrusted CA", func(t *testing.T) {
 		key, csr := newCSR(t, "limits-foreign")
@@ -126,36 +107,13 @@ func TestAgentListenerLimits(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer conn.Close()
-				elapsed := slowloris(conn, []byte(c.bytes), time.Second, 3*c.timeout, start)
+				elapsed := tlspolicytest.Slowloris(conn, []byte(c.bytes), time.Second, 3*c.timeout, start)
 				if elapsed < c.timeout-500*time.Millisecond || elapsed > c.timeout+2*time.Second {
 					t.Errorf("disconnected after %v, want after the header timeout %v (+2 s)", elapsed, c.timeout)
 				}
 			})
 		}
 	})
-}
-
-// slowloris writes b to conn one byte every interval from another
-// goroutine, reads until the peer closes, and returns how long after
-// start that was (limit when it did not close by then).
-func slowloris(conn net.Conn, b []byte, interval, limit time.Duration, start time.Time) time.Duration {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for _, c := range b {
-			if _, err := conn.Write([]byte{c}); err != nil {
-				return
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(interval):
-			}
-		}
-	}()
-	_ = conn.SetReadDeadline(start.Add(limit))
-	_, _ = io.Copy(io.Discard, conn)
-	return time.Since(start)
 }
 
 // TestCRLGraceFailsClosed: in local mode the agent decides a
