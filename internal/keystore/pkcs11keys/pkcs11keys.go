@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -41,9 +42,15 @@ type Config struct {
 // Store is a logged-in PKCS#11 token.
 type Store struct {
 	ctx *crypto11.Context
-	// mu orders Generate and Delete, which check then act on labels,
-	// and Close.
-	mu     sync.Mutex
+	// mu is held exclusively by Generate, Delete and Close, and shared
+	// by every other use of the token (finding, listing, signing).
+	// Generate and Delete check then act on labels. More than that,
+	// SoftHSM2's file object store fails object creation with
+	// CKR_GENERAL_ERROR, and listing with CKR_OBJECT_HANDLE_INVALID, when
+	// another session of the process searches the token at that moment
+	// (TestGenerateWhileSigning); key creation is rare, so excluding
+	// everything else while it runs costs nothing measurable.
+	mu     sync.RWMutex
 	closed bool
 }
 
@@ -83,11 +90,12 @@ func isPINError(err error) bool {
 	return false
 }
 
+// find looks a key pair up by label; the caller holds mu (either way).
 func (s *Store) find(name string) (crypto11.Signer, error) {
 	if err := keystore.ValidateName(name); err != nil {
 		return nil, err
 	}
-	if s.isClosed() {
+	if s.closed {
 		return nil, keystore.ErrClosed
 	}
 	k, err := s.ctx.FindKeyPair(nil, []byte(name))
@@ -143,7 +151,7 @@ func (s *Store) Generate(_ context.Context, name string, alg keystore.Algorithm)
 			return nil, err
 		}
 	}
-	var k crypto.Signer
+	var k crypto11.Signer
 	if c := alg.Curve(); c != nil {
 		k, err = s.ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, c)
 	} else {
@@ -152,16 +160,24 @@ func (s *Store) Generate(_ context.Context, name string, alg keystore.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11keys: generating %s key %s: %w", alg, name, err)
 	}
-	return k, nil
+	return &signer{k: k, s: s}, nil
 }
 
 // Load finds a key pair by label.
 func (s *Store) Load(_ context.Context, name string) (crypto.Signer, error) {
-	return s.find(name)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, err := s.find(name)
+	if err != nil {
+		return nil, err
+	}
+	return &signer{k: k, s: s}, nil
 }
 
 // Public returns the public key of a stored pair.
 func (s *Store) Public(_ context.Context, name string) (crypto.PublicKey, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	k, err := s.find(name)
 	if err != nil {
 		return nil, err
@@ -169,18 +185,31 @@ func (s *Store) Public(_ context.Context, name string) (crypto.PublicKey, error)
 	return k.Public(), nil
 }
 
-func (s *Store) isClosed() bool {
-	// Close holds mu while it closes; Generate and Delete hold mu too, so
-	// this is only a fast path for the other methods.
-	if !s.mu.TryLock() {
-		return false
+// signer is a key pair on the token whose signatures share the store's
+// lock, so that none runs while a key is being created or destroyed.
+type signer struct {
+	k crypto11.Signer
+	s *Store
+}
+
+func (k *signer) Public() crypto.PublicKey { return k.k.Public() }
+
+func (k *signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	k.s.mu.RLock()
+	defer k.s.mu.RUnlock()
+	if k.s.closed {
+		return nil, keystore.ErrClosed
 	}
-	defer s.mu.Unlock()
-	return s.closed
+	return k.k.Sign(r, digest, opts)
 }
 
 // List returns every key pair on the token that has a valid name.
 func (s *Store) List(_ context.Context) ([]keystore.KeyInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, keystore.ErrClosed
+	}
 	keys, err := s.ctx.FindAllKeyPairs()
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11keys: listing: %w", err)

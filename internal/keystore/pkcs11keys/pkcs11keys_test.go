@@ -106,7 +106,7 @@ func TestPrivateKeysNotExtractable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := s2.ctx.GetAttribute(k, c.attr)
+		a, err := s2.ctx.GetAttribute(k.(*signer).k, c.attr)
 		if err == nil {
 			t.Errorf("%s: token returned the private value (%d bytes)", c.name, len(a.Value))
 		} else if !strings.Contains(err.Error(), "CKR_ATTRIBUTE_SENSITIVE") {
