@@ -1,6 +1,7 @@
-// Package tlspolicy is the TLS policy of every Outpost listener: the
+// Package tlspolicy is the TLS policy of every Outpost listener (the
 // control plane's API, dashboard, OCSP and CRL server, the embedded MQTT
-// broker and the agent's EST server. TLS 1.2 is the minimum; with TLS
+// broker and the agent's EST server) and of the connections Outpost makes
+// to its own services and to webhooks (Client). TLS 1.2 is the minimum; with TLS
 // 1.2 only ECDHE key exchange (forward secrecy) with AEAD ciphers is
 // offered: no RSA key exchange, no CBC (Lucky13-style padding oracles),
 // no 3DES or RC4. TLS 1.3 is preferred: crypto/tls negotiates it
@@ -43,3 +44,14 @@ func Server(c *tls.Config) *tls.Config {
 	c.CipherSuites = CipherSuites()
 	return c
 }
+
+// Client sets the same policy on a client configuration and returns it:
+// for connections to Outpost's own services (the agent to the broker and
+// the control plane, the control plane to an external broker, outpostctl,
+// the device client) and to enrollment and notification webhooks. Go's
+// default TLS 1.2 client suites still include ECDHE with CBC; with Client
+// a server offering nothing better is refused. Left out on purpose: SMTP
+// relays (mail would stop at an old relay; TLS 1.2 minimum only) and the
+// agentless-rotation probe, which must read the certificate of whatever
+// old device it rotates.
+func Client(c *tls.Config) *tls.Config { return Server(c) }

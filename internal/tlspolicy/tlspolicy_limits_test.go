@@ -65,6 +65,50 @@ func TestServerPolicy(t *testing.T) {
 	}
 }
 
+// TestClientPolicy: a client configured with Client refuses a TLS 1.2
+// server that offers only ECDHE with CBC, or only RSA key exchange, where
+// Go's default client (the control) accepts the CBC one; it connects to a
+// server with a policy suite and negotiates TLS 1.3 where offered.
+func TestClientPolicy(t *testing.T) {
+	pki := testpki.NewT(t)
+	ca := pki.Root("tlspolicy client test root")
+	certs := []tls.Certificate{
+		ca.Leaf("localhost", testpki.DNSNames("localhost")).TLSCertificate(),
+		ca.Leaf("localhost", testpki.DNSNames("localhost"), testpki.KeyAlgorithm(testpki.RSA2048)).TLSCertificate(),
+	}
+	client := tlspolicy.Client(&tls.Config{})
+	for _, c := range []struct {
+		name   string
+		suites []uint16
+		want   uint16 // 0: refused
+	}{
+		{"server with ECDHE-CBC only", []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA}, 0},
+		{"server with RSA key exchange only", []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256}, 0},
+		{"server with a policy suite", []uint16{tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256}, tls.VersionTLS12},
+		{"TLS 1.3 server", nil, tls.VersionTLS13},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := &tls.Config{Certificates: certs, CipherSuites: c.suites}
+			if c.suites != nil {
+				srv.MaxVersion = tls.VersionTLS12
+			}
+			addr := serve(t, srv)
+			st, err := handshake(addr, client)
+			switch {
+			case c.want == 0 && err == nil:
+				t.Fatalf("handshake succeeded with %s, want it refused", tls.CipherSuiteName(st.CipherSuite))
+			case c.want != 0 && (err != nil || st.Version != c.want):
+				t.Fatalf("got %v (version %x), want version %x", err, st.Version, c.want)
+			}
+			if c.name == "server with ECDHE-CBC only" {
+				if _, err := handshake(addr, &tls.Config{MinVersion: tls.VersionTLS12}); err != nil {
+					t.Errorf("control: Go's default client should accept CBC, got %v", err)
+				}
+			}
+		})
+	}
+}
+
 // serve accepts TLS connections with cfg and completes their handshakes
 // until the test ends.
 func serve(t *testing.T, cfg *tls.Config) string {

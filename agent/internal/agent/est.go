@@ -61,7 +61,7 @@ type clientCAs struct {
 
 func newESTServer(a *Agent) (*estServer, error) {
 	c := a.cfg.EST
-	hc := &http.Client{Timeout: 5 * time.Second}
+	tc := tlspolicy.Client(&tls.Config{})
 	if c.WebhookCAFile != "" {
 		b, err := os.ReadFile(c.WebhookCAFile)
 		if err != nil {
@@ -71,8 +71,11 @@ func newESTServer(a *Agent) (*estServer, error) {
 		if !pool.AppendCertsFromPEM(b) {
 			return nil, errors.New("est.webhook_ca_file: no PEM certificates")
 		}
-		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		tc.RootCAs = pool
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: tr}
 	return &estServer{a: a,
 		byAddr:   ratelimit.New(*c.RatePerAddress, c.BurstPerAddress, 100_000),
 		byDevice: ratelimit.New(*c.RatePerDevice, c.BurstPerDevice, 100_000),

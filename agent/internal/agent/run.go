@@ -27,6 +27,7 @@ import (
 	"github.com/outpost-pki/outpost/internal/issuer"
 	"github.com/outpost-pki/outpost/internal/keystore"
 	"github.com/outpost-pki/outpost/internal/sdnotify"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 	"github.com/outpost-pki/outpost/proto/syncpb"
 	"github.com/outpost-pki/outpost/proto/syncproto"
 )
@@ -257,11 +258,11 @@ func (a *Agent) brokerTLS() (*tls.Config, error) {
 	if name == "" {
 		name = u.Hostname()
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: name,
+	return tlspolicy.Client(&tls.Config{RootCAs: roots, ServerName: name,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			c := a.identity().TLSCertificate()
 			return &c, nil
-		}}, nil
+		}}), nil
 }
 
 func (a *Agent) status() Status {

@@ -24,6 +24,7 @@ import (
 	"github.com/outpost-pki/outpost/agent/internal/rotation"
 	"github.com/outpost-pki/outpost/agent/internal/store"
 	"github.com/outpost-pki/outpost/internal/cli"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // DefaultConfigPath is where the packaged config lives.
@@ -105,7 +106,7 @@ func bootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if !pool.AppendCertsFromPEM(b) {
 			return errors.New("control_plane_ca_file holds no PEM certificates")
 		}
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		client.Transport = &http.Transport{TLSClientConfig: tlspolicy.Client(&tls.Config{RootCAs: pool})}
 	}
 	id, err := agent.Bootstrap(ctx, cfg, ks, *token, client)
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/outpost-pki/outpost/controlplane/internal/apitypes"
 	"github.com/outpost-pki/outpost/internal/buildinfo"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // MaxResponseSize caps the body of a successful response. The largest
@@ -187,7 +188,7 @@ func httpClient(cfg config) (*http.Client, error) {
 		return nil, fmt.Errorf("apiclient: WithCACertFile needs an *http.Transport, the HTTP client has a %T", t)
 	}
 	if tr.TLSClientConfig == nil {
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig = tlspolicy.Client(&tls.Config{})
 	}
 	tr.TLSClientConfig.RootCAs = pool
 	hc.Transport = tr

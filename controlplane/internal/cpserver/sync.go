@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/broker"
 	"github.com/outpost-pki/outpost/controlplane/internal/caservice"
 	"github.com/outpost-pki/outpost/controlplane/internal/syncsvc"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // ControlPlaneClientName is the common name of the sync consumer's client
@@ -70,7 +71,7 @@ func (a *App) StartSync(ctx context.Context) (*Sync, error) {
 		return fail(err)
 	}
 	s := &Sync{}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: clientCert.client}
+	tlsCfg := tlspolicy.Client(&tls.Config{GetClientCertificate: clientCert.client})
 	applier := &syncsvc.Applier{Reg: a.Svc.Reg, Svc: a.Svc, Log: a.log, OCSP: a.OCSP}
 	if a.Config.EmbeddedBrokerOn() {
 		pool, err := a.dmsManagerPool(ctx)

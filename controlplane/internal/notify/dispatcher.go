@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // Defaults of Dispatcher fields.
@@ -102,8 +104,11 @@ func (d *Dispatcher) init() {
 	d.initOnce.Do(func() {
 		d.http = d.HTTP
 		if d.http == nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = tlspolicy.Client(&tls.Config{})
 			d.http = &http.Client{
-				Timeout: sendTimeout,
+				Timeout:   sendTimeout,
+				Transport: tr,
 				CheckRedirect: func(*http.Request, []*http.Request) error {
 					return http.ErrUseLastResponse
 				},

@@ -22,6 +22,7 @@ import (
 	"github.com/outpost-pki/outpost/internal/est/estclient"
 	"github.com/outpost-pki/outpost/internal/fsutil"
 	"github.com/outpost-pki/outpost/internal/secret"
+	"github.com/outpost-pki/outpost/internal/tlspolicy"
 )
 
 // Exit codes, the same as the sh hook's (docs/FIRMWARE-HOOKS.md).
@@ -312,7 +313,7 @@ func (r *runner) client(tlsCert *tls.Certificate) (*estclient.Client, error) {
 		}
 		tlsCert = &c
 	}
-	tc := &tls.Config{RootCAs: r.roots, MinVersion: tls.VersionTLS12}
+	tc := tlspolicy.Client(&tls.Config{RootCAs: r.roots})
 	if tlsCert != nil {
 		// Always present it: the server decides whether it is good.
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return tlsCert, nil }
