@@ -482,7 +482,7 @@ func (s *estServer) authReenroll(r *http.Request, ps *policyState, req *enrollRe
 	}
 	if !fromEdge {
 		crl := s.a.state.crls.get(caID)
-		fresh := crl != nil && now.Before(crl.NextUpdate.Add(time.Duration(s.a.cfg.EST.CRLGrace)))
+		fresh := crl != nil && now.Before(crl.NextUpdate.Add(time.Duration(*s.a.cfg.EST.CRLGrace)))
 		if fresh {
 			for _, e := range crl.RevokedCertificateEntries {
 				if e.SerialNumber.Cmp(cur.SerialNumber) == 0 {

@@ -109,8 +109,9 @@ type EST struct {
 	BurstPerDevice int      `yaml:"burst_per_device"`
 	// CRLGrace is how long past its nextUpdate a cached CRL still decides
 	// re-enrollments; past it they are refused (fail closed) until a
-	// fresh CRL arrives. Default 24h.
-	CRLGrace Duration `yaml:"crl_grace"`
+	// fresh CRL arrives. Default 24h; 0s is no grace (refused from
+	// nextUpdate on).
+	CRLGrace *Duration `yaml:"crl_grace"`
 	// WebhookCAFile (PEM) verifies the enrollment webhook's certificate
 	// (device_auth "webhook"); default: the system roots.
 	WebhookCAFile string `yaml:"webhook_ca_file"`
@@ -262,8 +263,9 @@ func Parse(b []byte, env func(string) string) (*Config, error) {
 	}
 	setRate(&c.EST.RatePerAddress, &c.EST.BurstPerAddress, 50, 100)
 	setRate(&c.EST.RatePerDevice, &c.EST.BurstPerDevice, 1, 10)
-	if c.EST.CRLGrace == 0 {
-		c.EST.CRLGrace = Duration(24 * time.Hour)
+	if c.EST.CRLGrace == nil {
+		grace := Duration(24 * time.Hour)
+		c.EST.CRLGrace = &grace
 	}
 	if c.EST.DeviceValidity == 0 {
 		c.EST.DeviceValidity = Duration(90 * 24 * time.Hour)
@@ -334,7 +336,7 @@ func (c *Config) Validate() error {
 	if c.EST.RetryAfter < Duration(time.Second) || c.EST.RetryAfter > Duration(24*time.Hour) {
 		errs = append(errs, "est.retry_after: must be 1s..24h")
 	}
-	if c.EST.CRLGrace < 0 {
+	if *c.EST.CRLGrace < 0 {
 		errs = append(errs, "est.crl_grace: must not be negative")
 	}
 	if c.EST.DeviceValidity < Duration(time.Hour) {

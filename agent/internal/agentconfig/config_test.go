@@ -15,12 +15,15 @@ func TestParse(t *testing.T) {
 	if c.DataDir != "/var/lib/outpost-agent" || c.Sync.BatchSize != 200 || c.AdminAddr != "127.0.0.1:9464" {
 		t.Errorf("defaults: %+v", c)
 	}
-	if c.EST.Listen != ":8443" || *c.EST.RatePerAddress != 50 || c.EST.BurstPerDevice != 10 || !c.EST.Enabled() {
+	if c.EST.Listen != ":8443" || *c.EST.RatePerAddress != 50 || c.EST.BurstPerDevice != 10 || !c.EST.Enabled() || *c.EST.CRLGrace != Duration(24*time.Hour) {
 		t.Errorf("EST defaults: %+v", c.EST)
 	}
-	c, err = Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {rate_per_address: 0, listen: \"off\"}\n"), none)
-	if err != nil || *c.EST.RatePerAddress != 0 || c.EST.Enabled() {
-		t.Errorf("EST rate 0 and listen off: %+v %v", c.EST, err)
+	c, err = Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {rate_per_address: 0, listen: \"off\", crl_grace: 0s}\n"), none)
+	if err != nil || *c.EST.RatePerAddress != 0 || c.EST.Enabled() || *c.EST.CRLGrace != 0 {
+		t.Errorf("EST rate 0, listen off and no CRL grace: %+v %v", c.EST, err)
+	}
+	if _, err := Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\nest: {crl_grace: -1h}\n"), none); err == nil || !strings.Contains(err.Error(), "est.crl_grace") {
+		t.Errorf("a negative CRL grace: got %v, want an error naming est.crl_grace", err)
 	}
 	c, err = Parse([]byte("version: 1\nkeystore: {backend: file, file: {passphrase: {value: p}}}\n"), func(k string) string {
 		return map[string]string{"OUTPOST_AGENT_DATA_DIR": "/d", "OUTPOST_BROKER_URL": "mqtts://b:8883"}[k]
