@@ -171,7 +171,7 @@ func TestBadInput(t *testing.T) {
 
 	t.Run("after", func(t *testing.T) {
 		for _, u := range []string{b.s.API + "/healthz", b.s.API + "/readyz", "http://" + b.s.AgentAdmin + "/healthz", "http://" + b.s.AgentAdmin + "/readyz"} {
-			waitStatus(t, u, 200, 10*time.Second)
+			system.WaitHTTPStatus(t, u, 200, 10*time.Second)
 		}
 		b.waitAgentOnline(t, 30*time.Second)
 		for name, pid := range pids {

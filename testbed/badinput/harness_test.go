@@ -67,26 +67,17 @@ func (b *bed) count(surface string) {
 func startBed(t *testing.T) *bed {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "system")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	start := time.Now()
-	s, err := system.Start(ctx, system.Options{Dir: dir, Bin: binDir, Secrets: 1, Logf: t.Logf})
-	if err != nil {
-		dumpLogs(t, dir)
-		t.Fatalf("starting the system: %v", err)
-	}
+	s := system.StartT(t, system.Options{Dir: dir, Secrets: 1})
 	b := &bed{s: s, dir: dir, secrets: map[string]string{}, counts: map[string]int{}}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpLogs(t, dir)
-		}
+	t.Cleanup(func() { // runs before StartT's cleanup stops the system
 		if b.db != nil {
 			_ = b.db.Close(context.Background())
 		}
-		s.Stop()
 	})
-	t.Logf("system up in %v", time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	b.debugLogging(t)
+	var err error
 	if b.db, err = pgx.Connect(ctx, s.DSN); err != nil {
 		t.Fatalf("connecting to the registry: %v", err)
 	}
@@ -124,7 +115,7 @@ func (b *bed) debugLogging(t *testing.T) {
 	if err := cp.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, b.s.API+"/healthz", 200, 60*time.Second)
+	system.WaitHTTPStatus(t, b.s.API+"/healthz", 200, 60*time.Second)
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,46 +169,6 @@ func (b *bed) learnSecrets(t *testing.T) {
 		if len(line) >= 40 && !strings.HasPrefix(line, "-----") {
 			b.secret(fmt.Sprintf("bootstrap device key line %d", i), line)
 		}
-	}
-}
-
-// dumpLogs puts the last lines of every logs/*.log under dir in the test log.
-func dumpLogs(t *testing.T, dir string) {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 40 {
-			lines = lines[len(lines)-40:]
-		}
-		t.Logf("---- last %d lines of %s\n%s", len(lines), f, strings.Join(lines, "\n"))
-	}
-}
-
-// waitStatus polls url until it answers status.
-func waitStatus(t *testing.T, url string, status int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	last := "no answer"
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == status {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %d within %v (last: %s)", url, status, within, last)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

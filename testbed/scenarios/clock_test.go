@@ -46,7 +46,7 @@ import (
 // clipped to the edge CA's), and the registry records the certificate as
 // signed.
 func TestSkewedDeviceClocks(t *testing.T) {
-	s := startSystem(t, system.Options{Secrets: 1})
+	s := system.StartT(t, system.Options{Secrets: 1})
 	ctx := context.Background()
 	devices := []struct {
 		name     string

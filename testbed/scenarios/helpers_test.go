@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,60 +25,6 @@ import (
 	"github.com/outpost-pki/outpost/internal/est/estclient"
 	"github.com/outpost-pki/outpost/testbed/system"
 )
-
-// startSystem starts the whole system (testbed/system) for t: in a
-// directory of t.TempDir() unless o.Dir is set, from binDir unless o.Bin
-// is set, with its progress lines in the test log unless o.Logf is set.
-// It stops the system when t ends, and when t failed (or Start did) it
-// first puts the tails of logs/*.log (control plane, agent) in the test
-// log.
-func startSystem(t *testing.T, o system.Options) *system.System {
-	t.Helper()
-	if o.Dir == "" {
-		o.Dir = filepath.Join(t.TempDir(), "system")
-	}
-	if o.Bin == "" {
-		o.Bin = binDir
-	}
-	if o.Logf == nil {
-		o.Logf = t.Logf
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	start := time.Now()
-	s, err := system.Start(ctx, o)
-	if err != nil {
-		dumpLogs(t, o.Dir)
-		t.Fatalf("starting the system: %v", err)
-	}
-	t.Logf("system up in %v (DMS %s, EST %s)", time.Since(start).Round(time.Millisecond), s.DMSID, s.ESTURL)
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpLogs(t, o.Dir)
-		}
-		s.Stop()
-	})
-	return s
-}
-
-// dumpLogs puts the last lines of every logs/*.log under dir in the test
-// log.
-func dumpLogs(t *testing.T, dir string) {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Logf("reading %s: %v", f, err)
-			continue
-		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		if len(lines) > 60 {
-			lines = lines[len(lines)-60:]
-		}
-		t.Logf("---- last %d lines of %s\n%s", len(lines), f, strings.Join(lines, "\n"))
-	}
-}
 
 // agentStatus is the agent's /status now (zero, false when it does not
 // answer, for instance while it restarts).
@@ -98,30 +42,6 @@ func waitAgentUp(t *testing.T, s *system.System, within time.Duration) {
 	t.Helper()
 	if err := s.WaitAgent(context.Background(), within, func(st system.AgentStatus) bool { return st.ESTAddr != "" }); err != nil {
 		t.Fatalf("the agent's /status did not show its EST server within %v: %v", within, err)
-	}
-}
-
-// waitHTTPStatus polls url until it answers with status; it fails t
-// after within.
-func waitHTTPStatus(t *testing.T, url string, status int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	last := "no answer"
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == status {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %d within %v (last: %s)", url, status, within, last)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // certificates a lost answer may leave).
 func TestGatewayPowerLossMidBatch(t *testing.T) {
 	const devices = 400
-	s := startSystem(t, system.Options{})
+	s := system.StartT(t, system.Options{})
 	creds, err := s.MintSecrets(t.Context(), devices, "power-")
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ import (
 // they applied records.
 func TestTwoReplicasExternalBroker(t *testing.T) {
 	const devices = 300
-	s := startSystem(t, system.Options{ExternalBroker: true, Replicas: 2, AgentSyncBatch: 10, Secrets: 1})
+	s := system.StartT(t, system.Options{ExternalBroker: true, Replicas: 2, AgentSyncBatch: 10, Secrets: 1})
 	ctx := context.Background()
 	creds, err := s.MintSecrets(ctx, devices, "replicas-")
 	if err != nil {

@@ -27,7 +27,7 @@ func TestBrokerRestart(t *testing.T) {
 		{"sigkill", func(p *system.Proc) error { return p.Kill() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startSystem(t, system.Options{})
+			s := system.StartT(t, system.Options{})
 			creds, err := s.MintSecrets(t.Context(), 250, "broker-"+tc.name+"-")
 			if err != nil {
 				t.Fatal(err)
@@ -55,7 +55,7 @@ func TestBrokerRestart(t *testing.T) {
 			if err := cp.Start(); err != nil {
 				t.Fatal(err)
 			}
-			waitHTTPStatus(t, s.API+"/readyz", http.StatusOK, time.Minute)
+			system.WaitHTTPStatus(t, s.API+"/readyz", http.StatusOK, time.Minute)
 			if err := s.WaitAgent(t.Context(), time.Minute, func(st system.AgentStatus) bool { return st.Online }); err != nil {
 				t.Errorf("the agent is not online a minute after the control plane came back: %v", err)
 			}
@@ -73,7 +73,7 @@ func TestBrokerRestart(t *testing.T) {
 // restarted: it must find its database again by itself (/readyz), and
 // the registry ends with every certificate exactly once.
 func TestPostgresRestart(t *testing.T) {
-	s := startSystem(t, system.Options{})
+	s := system.StartT(t, system.Options{})
 	ctx := t.Context()
 	creds, err := s.MintSecrets(ctx, 400, "pgrestart-")
 	if err != nil {
@@ -107,7 +107,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	st, _ := agentStatus(s)
 	t.Logf("PostgreSQL stopped with %d of the %d backlog certificates recorded (agent queue depth %d)", recorded, len(backlog), st.QueueDepth)
-	waitHTTPStatus(t, s.API+"/readyz", http.StatusServiceUnavailable, time.Minute)
+	system.WaitHTTPStatus(t, s.API+"/readyz", http.StatusServiceUnavailable, time.Minute)
 
 	more := enrollFleet(t, s, during, fleetOptions{}).wait(t)
 	if len(more) != len(during) {
@@ -121,8 +121,8 @@ func TestPostgresRestart(t *testing.T) {
 	if err := s.Postgres.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitHTTPStatus(t, s.API+"/readyz", http.StatusOK, time.Minute)
-	waitHTTPStatus(t, s.API+"/healthz", http.StatusOK, time.Minute)
+	system.WaitHTTPStatus(t, s.API+"/readyz", http.StatusOK, time.Minute)
+	system.WaitHTTPStatus(t, s.API+"/healthz", http.StatusOK, time.Minute)
 	if !s.Proc("controlplane").Running() {
 		t.Fatal("the control plane exited while PostgreSQL was down")
 	}

@@ -31,7 +31,7 @@ const disabledMessage = "this gateway has been disabled by the control plane"
 // agent's outbox (a disabled DMS's records are refused by the control
 // plane, so they wait there; the API cannot enable a DMS again).
 func TestDMSRevokedWhileWorking(t *testing.T) {
-	s := startSystem(t, system.Options{Secrets: 1})
+	s := system.StartT(t, system.Options{Secrets: 1})
 	ctx := context.Background()
 	creds, err := s.MintSecrets(ctx, 300, "revoked-")
 	if err != nil {

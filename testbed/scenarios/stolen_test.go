@@ -38,7 +38,7 @@ import (
 // through Applier.Apply.
 func TestStolenGateway(t *testing.T) {
 	start := time.Now()
-	s := startSystem(t, system.Options{Secrets: 1})
+	s := system.StartT(t, system.Options{Secrets: 1})
 	ctx := context.Background()
 	dir := t.TempDir()
 	creds, err := s.MintSecrets(ctx, 20, "stolen-")

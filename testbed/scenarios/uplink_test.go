@@ -16,7 +16,7 @@ import (
 // certificate exactly once.
 func TestFactoryLineUplinkCutForWholeBatch(t *testing.T) {
 	const devices = 300
-	s := startSystem(t, system.Options{})
+	s := system.StartT(t, system.Options{})
 	ctx := context.Background()
 	creds, err := s.MintSecrets(ctx, devices, "uplink-")
 	if err != nil {

@@ -33,14 +33,39 @@ func Build(t testing.TB, pkg string) string {
 	return bin
 }
 
+// The main packages end-to-end tests run.
+const (
+	AgentPkg        = "github.com/outpost-pki/outpost/agent/cmd/outpost-agent"
+	ControlPlanePkg = "github.com/outpost-pki/outpost/controlplane/cmd/outpost-controlplane"
+)
+
 // BuildAgent compiles outpost-agent.
-func BuildAgent(t testing.TB) string {
-	return Build(t, "github.com/outpost-pki/outpost/agent/cmd/outpost-agent")
-}
+func BuildAgent(t testing.TB) string { return Build(t, AgentPkg) }
 
 // BuildControlPlane compiles outpost-controlplane.
-func BuildControlPlane(t testing.TB) string {
-	return Build(t, "github.com/outpost-pki/outpost/controlplane/cmd/outpost-controlplane")
+func BuildControlPlane(t testing.TB) string { return Build(t, ControlPlanePkg) }
+
+// Main is the body of the TestMain of a package whose tests share
+// binaries: it builds each main package of bins (package path -> where to
+// put the binary's path) once into a temporary directory, runs m, removes
+// the directory and exits. A failed build fails the package loudly.
+func Main(m *testing.M, bins map[string]*string) {
+	dir, err := os.MkdirTemp("", "outpost-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	for pkg, path := range bins {
+		*path = filepath.Join(dir, filepath.Base(pkg))
+		if out, err := exec.Command("go", "build", "-o", *path, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			os.RemoveAll(dir)
+			os.Exit(2)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // Remote is an Env for a control plane running as its own process at url

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outpost-pki/outpost/controlplane/internal/apitypes"
 	"github.com/outpost-pki/outpost/controlplane/internal/cpconfig"
 	"github.com/outpost-pki/outpost/controlplane/internal/cpserver"
 	"github.com/outpost-pki/outpost/internal/secret"
@@ -185,4 +186,29 @@ func (e *Env) MustDo(method, path, token string, body, out any, want int) []byte
 		e.t.Fatalf("%s %s: got %d, want %d: %s", method, path, status, want, raw)
 	}
 	return raw
+}
+
+// DMSTrust returns the id of the bootstrap root CA and the PEM of the DMS
+// manager CA followed by that root: what verifies a DMS's certificates
+// (an agent's EST server certificate, its broker client certificate).
+// OpenSSL (mosquitto, openssl s_client) needs the chain up to the
+// self-signed root, hence both.
+func (e *Env) DMSTrust() (rootID string, trustPEM []byte) {
+	e.t.Helper()
+	var cas apitypes.Page[apitypes.CA]
+	e.MustDo("GET", "/api/v1/cas", e.AdminToken, nil, &cas, 200)
+	var manager []byte
+	for _, ca := range cas.Items {
+		switch ca.Role {
+		case "bootstrap_root":
+			rootID = ca.ID
+			trustPEM = append(trustPEM, ca.CertPEM...)
+		case "dms_manager":
+			manager = append(manager, ca.CertPEM...)
+		}
+	}
+	if rootID == "" || manager == nil {
+		e.t.Fatal("the control plane lists no bootstrap root or no DMS manager CA")
+	}
+	return rootID, append(manager, trustPEM...)
 }

@@ -16,7 +16,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,20 +31,7 @@ import (
 // agentBin is outpost-agent, built once for the package.
 var agentBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "outpost-este2e-")
-	if err != nil {
-		panic(err)
-	}
-	agentBin = filepath.Join(dir, "outpost-agent")
-	if out, err := execGo("build", "-o", agentBin, "github.com/outpost-pki/outpost/agent/cmd/outpost-agent"); err != nil {
-		fmt.Fprintf(os.Stderr, "building outpost-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { cptest.Main(m, map[string]*string{cptest.AgentPkg: &agentBin}) }
 
 // estEnv is a control plane with its broker, a devices CA authorized for
 // one DMS, and the DMS's agent serving EST.
@@ -148,18 +134,8 @@ func newEnvWith(t testing.TB, policy apitypes.DMSPolicy, estLines string) *estEn
 	e.App.AttachCRL(&crl.Service{Reg: e.App.Svc.Reg, Keys: e.App.Keys}, crl.PathPrefix)
 	e.StartSync()
 	v := &estEnv{t: t, e: e}
-	var cas apitypes.Page[apitypes.CA]
-	e.MustDo("GET", "/api/v1/cas", e.AdminToken, nil, &cas, 200)
 	var rootID string
-	for _, ca := range cas.Items {
-		switch ca.Role {
-		case "bootstrap_root":
-			rootID = ca.ID
-			v.trustPEM = append(v.trustPEM, ca.CertPEM...)
-		case "dms_manager":
-			v.trustPEM = append(v.trustPEM, ca.CertPEM...)
-		}
-	}
+	rootID, v.trustPEM = e.DMSTrust()
 	v.trust = x509.NewCertPool()
 	v.trust.AppendCertsFromPEM(v.trustPEM)
 	one := 1

@@ -33,20 +33,7 @@ import (
 // agentBin is outpost-agent, built once for the package.
 var agentBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "outpost-rotatione2e-")
-	if err != nil {
-		panic(err)
-	}
-	agentBin = filepath.Join(dir, "outpost-agent")
-	if out, err := exec.Command("go", "build", "-o", agentBin, "github.com/outpost-pki/outpost/agent/cmd/outpost-agent").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building outpost-agent: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { cptest.Main(m, map[string]*string{cptest.AgentPkg: &agentBin}) }
 
 // device is a local HTTPS server acting as an agentless device: it serves
 // whatever key and certificate chain its directory's server.pem holds,
@@ -216,19 +203,7 @@ func TestAgentlessRotation(t *testing.T) {
 	start := time.Now()
 	e := cptest.Start(t, nil)
 	e.StartSync()
-	var cas apitypes.Page[apitypes.CA]
-	e.MustDo("GET", "/api/v1/cas", e.AdminToken, nil, &cas, 200)
-	var rootID string
-	var trustPEM []byte
-	for _, ca := range cas.Items {
-		switch ca.Role {
-		case "bootstrap_root":
-			rootID = ca.ID
-			trustPEM = append(trustPEM, ca.CertPEM...)
-		case "dms_manager":
-			trustPEM = append(trustPEM, ca.CertPEM...)
-		}
-	}
+	rootID, trustPEM := e.DMSTrust()
 	one := 1
 	var devCA apitypes.CA
 	e.MustDo("POST", "/api/v1/cas", e.AdminToken, apitypes.CreateCARequest{Name: "devices", ParentID: rootID, CommonName: "Outpost Test Devices CA", MaxPathLen: &one}, &devCA, 201)

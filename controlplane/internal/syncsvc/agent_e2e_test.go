@@ -22,20 +22,8 @@ import (
 
 func dmsManagerPEM(t testing.TB, e *cptest.Env) []byte {
 	t.Helper()
-	var cas apitypes.Page[apitypes.CA]
-	e.MustDo("GET", "/api/v1/cas", e.AdminToken, nil, &cas, 200)
-	// The DMS manager CA and the root above it: OpenSSL (mosquitto)
-	// needs the chain up to a self-signed anchor.
-	var out []byte
-	for _, ca := range cas.Items {
-		if ca.Role == "dms_manager" || ca.Role == "bootstrap_root" {
-			out = append(out, ca.CertPEM...)
-		}
-	}
-	if len(out) == 0 {
-		t.Fatal("no DMS manager CA")
-	}
-	return out
+	_, trust := e.DMSTrust()
+	return trust
 }
 
 // mosquittoFor starts a TLS mosquitto that trusts DMS certificates and
