@@ -196,12 +196,12 @@ func (o *EdgeCAOptions) nameConstraints() (*x509.Certificate, error) {
 		out      *[]string
 		validate func(string) bool
 	}{
-		{"permitted dns domain", o.PermittedDNSDomains, &t.PermittedDNSDomains, validDomainConstraint},
-		{"excluded dns domain", o.ExcludedDNSDomains, &t.ExcludedDNSDomains, validDomainConstraint},
-		{"permitted email", o.PermittedEmailAddresses, &t.PermittedEmailAddresses, validEmailConstraint},
-		{"excluded email", o.ExcludedEmailAddresses, &t.ExcludedEmailAddresses, validEmailConstraint},
-		{"permitted uri domain", o.PermittedURIDomains, &t.PermittedURIDomains, validDomainConstraint},
-		{"excluded uri domain", o.ExcludedURIDomains, &t.ExcludedURIDomains, validDomainConstraint},
+		{"permitted dns domain", o.PermittedDNSDomains, &t.PermittedDNSDomains, ValidDomainConstraint},
+		{"excluded dns domain", o.ExcludedDNSDomains, &t.ExcludedDNSDomains, ValidDomainConstraint},
+		{"permitted email", o.PermittedEmailAddresses, &t.PermittedEmailAddresses, ValidEmailConstraint},
+		{"excluded email", o.ExcludedEmailAddresses, &t.ExcludedEmailAddresses, ValidEmailConstraint},
+		{"permitted uri domain", o.PermittedURIDomains, &t.PermittedURIDomains, ValidDomainConstraint},
+		{"excluded uri domain", o.ExcludedURIDomains, &t.ExcludedURIDomains, ValidDomainConstraint},
 	} {
 		for _, s := range l.in {
 			if !l.validate(s) {
@@ -241,18 +241,22 @@ func (o *EdgeCAOptions) nameConstraints() (*x509.Certificate, error) {
 	return t, nil
 }
 
-// validDomainConstraint accepts "host.example" and ".host.example".
-func validDomainConstraint(s string) bool {
+// ValidDomainConstraint reports whether s is a DNS or URI domain name
+// constraint: "host.example" (the host and its subdomains) or
+// ".host.example" (subdomains only). EdgeCAOptions refuses any other.
+func ValidDomainConstraint(s string) bool {
 	return validDNSName(strings.TrimPrefix(s, "."))
 }
 
-// validEmailConstraint accepts a mailbox, a domain or ".domain".
-func validEmailConstraint(s string) bool {
+// ValidEmailConstraint reports whether s is an email name constraint: a
+// mailbox ("ops@host.example", whose domain has no leading dot), a host
+// or ".domain" (RFC 5280 4.2.1.10). EdgeCAOptions refuses any other.
+func ValidEmailConstraint(s string) bool {
 	if strings.Contains(s, "@") {
 		_, _, err := splitEmail(s)
 		return err == nil
 	}
-	return validDomainConstraint(s)
+	return ValidDomainConstraint(s)
 }
 
 // ipNets converts masked prefixes to *net.IPNet.

@@ -38,6 +38,10 @@ type nameConstraint struct {
 	prefix netip.Prefix
 }
 
+// parseNameConstraint reads one policy name constraint. The domain and
+// mailbox rules are the issuer's (issuer.ValidDomainConstraint,
+// ValidEmailConstraint), so that a policy that validates always gives an
+// edge CA that can be issued (FuzzDMSPolicy checks it).
 func parseNameConstraint(s string) (nameConstraint, error) {
 	switch {
 	case s == "":
@@ -46,21 +50,21 @@ func parseNameConstraint(s string) (nameConstraint, error) {
 		return nameConstraint{}, fmt.Errorf("longer than %d characters", maxPolicyString)
 	case strings.HasPrefix(s, "uri:"):
 		d := strings.TrimPrefix(s, "uri:")
-		if !validConstraintDomain(d) {
+		if !issuer.ValidDomainConstraint(d) {
 			return nameConstraint{}, errors.New(`"uri:" must be followed by a domain, e.g. uri:devices.example`)
 		}
 		return nameConstraint{kind: "uri", value: d}, nil
 	case strings.Contains(s, "@"):
 		local, domain, _ := strings.Cut(s, "@")
-		if !validConstraintDomain(domain) {
-			return nameConstraint{}, errors.New("is not an email domain (@example.com) or mailbox (ops@example.com)")
-		}
 		if local == "" {
 			// A domain: every mailbox at that host (RFC 5280 4.2.1.10).
+			if !issuer.ValidEmailConstraint(domain) || strings.Contains(domain, "@") {
+				return nameConstraint{}, errors.New("is not an email domain (@example.com, @.example.com) or mailbox (ops@example.com)")
+			}
 			return nameConstraint{kind: "email", value: domain}, nil
 		}
-		if !validLocalPart(local) {
-			return nameConstraint{}, errors.New("is not an email domain (@example.com) or mailbox (ops@example.com)")
+		if !issuer.ValidEmailConstraint(s) {
+			return nameConstraint{}, errors.New("is not an email domain (@example.com, @.example.com) or mailbox (ops@example.com)")
 		}
 		return nameConstraint{kind: "email", value: s}, nil
 	}
@@ -70,49 +74,10 @@ func parseNameConstraint(s string) (nameConstraint, error) {
 		}
 		return nameConstraint{kind: "ip", prefix: p}, nil
 	}
-	if !validConstraintDomain(s) {
+	if !issuer.ValidDomainConstraint(s) {
 		return nameConstraint{}, errors.New("is neither a DNS domain, an IP range (CIDR), an email domain (with @) nor a URI domain (uri:...)")
 	}
 	return nameConstraint{kind: "dns", value: s}, nil
-}
-
-// validConstraintDomain accepts a hostname of one or more labels, with an
-// optional leading "." (subdomains only). A last label of digits only is
-// refused: that is an IP address, which needs CIDR notation.
-func validConstraintDomain(s string) bool {
-	s = strings.TrimPrefix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	if last := s[strings.LastIndexByte(s, '.')+1:]; strings.Trim(last, "0123456789") == "" {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// validLocalPart accepts a dot-atom mailbox local part (RFC 5322 3.2.3).
-func validLocalPart(s string) bool {
-	if s == "" || len(s) > 64 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".!#$%&'*+/=?^_`{|}~-", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // edgeOptions puts the policy's name constraints into opts.
