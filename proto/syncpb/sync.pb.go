@@ -1314,6 +1314,7 @@ type Update struct {
 	//	*Update_Identity
 	//	*Update_ServerCertificate
 	//	*Update_ResponderRequest
+	//	*Update_DmsDisabled
 	Payload       isUpdate_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1453,6 +1454,15 @@ func (x *Update) GetResponderRequest() *ResponderRequest {
 	return nil
 }
 
+func (x *Update) GetDmsDisabled() *DMSDisabled {
+	if x != nil {
+		if x, ok := x.Payload.(*Update_DmsDisabled); ok {
+			return x.DmsDisabled
+		}
+	}
+	return nil
+}
+
 type isUpdate_Payload interface {
 	isUpdate_Payload()
 }
@@ -1497,6 +1507,10 @@ type Update_ResponderRequest struct {
 	ResponderRequest *ResponderRequest `protobuf:"bytes,19,opt,name=responder_request,json=responderRequest,proto3,oneof"`
 }
 
+type Update_DmsDisabled struct {
+	DmsDisabled *DMSDisabled `protobuf:"bytes,20,opt,name=dms_disabled,json=dmsDisabled,proto3,oneof"`
+}
+
 func (*Update_Policy) isUpdate_Payload() {}
 
 func (*Update_CaBundle) isUpdate_Payload() {}
@@ -1516,6 +1530,8 @@ func (*Update_Identity) isUpdate_Payload() {}
 func (*Update_ServerCertificate) isUpdate_Payload() {}
 
 func (*Update_ResponderRequest) isUpdate_Payload() {}
+
+func (*Update_DmsDisabled) isUpdate_Payload() {}
 
 // Policy is the DMS policy; a newer version replaces an older one.
 type Policy struct {
@@ -2332,6 +2348,57 @@ func (x *ResponderRequest) GetCsrDer() []byte {
 	return nil
 }
 
+// DMSDisabled (protocol 4) tells the agent that the control plane disabled
+// its DMS. It is the whole answer to an up message of a disabled DMS: no
+// record is acknowledged, and the agent keeps its outbox, stops sending
+// records and refuses enrollments. Behind the embedded broker an agent
+// learns this from CONNACK 0x8A Banned first; behind an external broker,
+// which knows nothing of DMS states, this is how it learns.
+type DMSDisabled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the DMS was disabled (Unix ms); 0 when unknown.
+	DisabledAtUnixMs int64 `protobuf:"varint,1,opt,name=disabled_at_unix_ms,json=disabledAtUnixMs,proto3" json:"disabled_at_unix_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *DMSDisabled) Reset() {
+	*x = DMSDisabled{}
+	mi := &file_proto_syncpb_sync_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DMSDisabled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DMSDisabled) ProtoMessage() {}
+
+func (x *DMSDisabled) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_syncpb_sync_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DMSDisabled.ProtoReflect.Descriptor instead.
+func (*DMSDisabled) Descriptor() ([]byte, []int) {
+	return file_proto_syncpb_sync_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DMSDisabled) GetDisabledAtUnixMs() int64 {
+	if x != nil {
+		return x.DisabledAtUnixMs
+	}
+	return 0
+}
+
 var File_proto_syncpb_sync_proto protoreflect.FileDescriptor
 
 const file_proto_syncpb_sync_proto_rawDesc = "" +
@@ -2430,7 +2497,7 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\tRejection\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
-	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"\xd1\x05\n" +
+	"\tpermanent\x18\x03 \x01(\bR\tpermanent\"\x94\x06\n" +
 	"\x06Update\x12\x1b\n" +
 	"\tupdate_id\x18\x01 \x01(\tR\bupdateId\x121\n" +
 	"\x06policy\x18\n" +
@@ -2445,7 +2512,8 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"\aedge_ca\x18\x10 \x01(\v2\".outpost.sync.v1.EdgeCACertificateH\x00R\x06edgeCa\x12B\n" +
 	"\bidentity\x18\x11 \x01(\v2$.outpost.sync.v1.IdentityCertificateH\x00R\bidentity\x12S\n" +
 	"\x12server_certificate\x18\x12 \x01(\v2\".outpost.sync.v1.ServerCertificateH\x00R\x11serverCertificate\x12P\n" +
-	"\x11responder_request\x18\x13 \x01(\v2!.outpost.sync.v1.ResponderRequestH\x00R\x10responderRequestB\t\n" +
+	"\x11responder_request\x18\x13 \x01(\v2!.outpost.sync.v1.ResponderRequestH\x00R\x10responderRequest\x12A\n" +
+	"\fdms_disabled\x18\x14 \x01(\v2\x1c.outpost.sync.v1.DMSDisabledH\x00R\vdmsDisabledB\t\n" +
 	"\apayload\"\xd4\x04\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1f\n" +
@@ -2515,7 +2583,9 @@ const file_proto_syncpb_sync_proto_rawDesc = "" +
 	"chain_ders\x18\x02 \x03(\fR\tchainDers\"@\n" +
 	"\x10ResponderRequest\x12\x13\n" +
 	"\x05ca_id\x18\x01 \x01(\tR\x04caId\x12\x17\n" +
-	"\acsr_der\x18\x02 \x01(\fR\x06csrDerB-Z+github.com/outpost-pki/outpost/proto/syncpbb\x06proto3"
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\"<\n" +
+	"\vDMSDisabled\x12-\n" +
+	"\x13disabled_at_unix_ms\x18\x01 \x01(\x03R\x10disabledAtUnixMsB-Z+github.com/outpost-pki/outpost/proto/syncpbb\x06proto3"
 
 var (
 	file_proto_syncpb_sync_proto_rawDescOnce sync.Once
@@ -2529,7 +2599,7 @@ func file_proto_syncpb_sync_proto_rawDescGZIP() []byte {
 	return file_proto_syncpb_sync_proto_rawDescData
 }
 
-var file_proto_syncpb_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_proto_syncpb_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_proto_syncpb_sync_proto_goTypes = []any{
 	(*Envelope)(nil),                 // 0: outpost.sync.v1.Envelope
 	(*Up)(nil),                       // 1: outpost.sync.v1.Up
@@ -2559,6 +2629,7 @@ var file_proto_syncpb_sync_proto_goTypes = []any{
 	(*IdentityCertificate)(nil),      // 25: outpost.sync.v1.IdentityCertificate
 	(*ServerCertificate)(nil),        // 26: outpost.sync.v1.ServerCertificate
 	(*ResponderRequest)(nil),         // 27: outpost.sync.v1.ResponderRequest
+	(*DMSDisabled)(nil),              // 28: outpost.sync.v1.DMSDisabled
 }
 var file_proto_syncpb_sync_proto_depIdxs = []int32{
 	1,  // 0: outpost.sync.v1.Envelope.up:type_name -> outpost.sync.v1.Up
@@ -2587,12 +2658,13 @@ var file_proto_syncpb_sync_proto_depIdxs = []int32{
 	25, // 23: outpost.sync.v1.Update.identity:type_name -> outpost.sync.v1.IdentityCertificate
 	26, // 24: outpost.sync.v1.Update.server_certificate:type_name -> outpost.sync.v1.ServerCertificate
 	27, // 25: outpost.sync.v1.Update.responder_request:type_name -> outpost.sync.v1.ResponderRequest
-	18, // 26: outpost.sync.v1.Policy.labels:type_name -> outpost.sync.v1.Label
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	28, // 26: outpost.sync.v1.Update.dms_disabled:type_name -> outpost.sync.v1.DMSDisabled
+	18, // 27: outpost.sync.v1.Policy.labels:type_name -> outpost.sync.v1.Label
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_proto_syncpb_sync_proto_init() }
@@ -2625,6 +2697,7 @@ func file_proto_syncpb_sync_proto_init() {
 		(*Update_Identity)(nil),
 		(*Update_ServerCertificate)(nil),
 		(*Update_ResponderRequest)(nil),
+		(*Update_DmsDisabled)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2632,7 +2705,7 @@ func file_proto_syncpb_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_syncpb_sync_proto_rawDesc), len(file_proto_syncpb_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

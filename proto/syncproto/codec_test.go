@@ -381,6 +381,7 @@ func TestValidationRules(t *testing.T) {
 		{"responder_request csr too large", fullDown, func(e *syncpb.Envelope) {
 			upd(e, 9).GetResponderRequest().CsrDer = make([]byte, syncproto.MaxDERSize+1)
 		}, "down.updates[9].responder_request.csr_der"},
+		{"dms_disabled time negative", fullDown, func(e *syncpb.Envelope) { upd(e, 10).GetDmsDisabled().DisabledAtUnixMs = -1 }, "down.updates[10].dms_disabled.disabled_at_unix_ms"},
 
 		{"identity certificate missing", fullDown, func(e *syncpb.Envelope) { upd(e, 7).GetIdentity().CertificateDer = nil }, "down.updates[7].identity.certificate_der"},
 		{"identity chain element empty", fullDown, func(e *syncpb.Envelope) { upd(e, 7).GetIdentity().ChainDers = [][]byte{{}} }, "down.updates[7].identity.chain_ders[0]"},

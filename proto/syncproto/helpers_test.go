@@ -116,6 +116,9 @@ func downUpdates() []*syncpb.Update {
 		{UpdateId: "u-responder", Payload: &syncpb.Update_ResponderRequest{ResponderRequest: &syncpb.ResponderRequest{
 			CaId: "edge-ca-2", CsrDer: csrDER,
 		}}},
+		{UpdateId: "u-disabled", Payload: &syncpb.Update_DmsDisabled{DmsDisabled: &syncpb.DMSDisabled{
+			DisabledAtUnixMs: 1_795_000_000_000,
+		}}},
 	}
 }
 

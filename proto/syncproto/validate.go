@@ -321,6 +321,11 @@ func validateUpdate(u *syncpb.Update, seen map[string]struct{}) error {
 			checkString("ca_id", p.ResponderRequest.GetCaId(), MaxStringLength, true),
 			checkDER("csr_der", p.ResponderRequest.GetCsrDer(), MaxDERSize),
 		))
+	case *syncpb.Update_DmsDisabled:
+		if p.DmsDisabled.GetDisabledAtUnixMs() < 0 {
+			return within("dms_disabled", invalid("disabled_at_unix_ms", "negative"))
+		}
+		return nil
 	}
 	return invalid("payload", "not set")
 }

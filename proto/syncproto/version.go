@@ -19,4 +19,6 @@ package syncproto
 //     "client_cert_or_secret"
 //   - 3 (2026-11-22): delegated OCSP for edge CAs: ResponderRequest update
 //     and ResponderCertificate record
-const ProtocolVersion uint32 = 3
+//   - 4 (2026-11-22): DMSDisabled update, the answer to a disabled DMS
+//     (behind an external broker the agent had no way to learn it)
+const ProtocolVersion uint32 = 4

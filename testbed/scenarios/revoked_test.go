@@ -87,8 +87,8 @@ func TestDMSRevokedWhileWorking(t *testing.T) {
 	if len(refusals) == 0 {
 		t.Error("the broker's log shows no reconnect of the disabled DMS refused with CONNACK 0x8a Banned")
 	}
-	if n := len(logLines(t, s, "agent", disabledMessage, "Banned")); n != 1 {
-		t.Errorf("the agent logged %d lines saying it was disabled (Banned), want 1", n)
+	if n := len(logLines(t, s, "agent", disabledMessage, `"learned_from":"broker"`)); n != 1 {
+		t.Errorf("the agent logged %d lines saying the broker told it it was disabled (Banned), want 1", n)
 	}
 
 	t.Log("the agent remembers it across a restart")
@@ -144,5 +144,57 @@ func TestDMSRevokedWhileWorking(t *testing.T) {
 	}
 	if active != 0 {
 		t.Errorf("%d certificates of the disabled DMS's edge CAs are not revoked", active)
+	}
+}
+
+// TestDMSDisabledBehindExternalBroker: mosquitto (an external broker)
+// knows nothing of DMS states and keeps the disabled gateway connected;
+// the control plane answers the agent's next message with a DMSDisabled
+// update instead (protocol 4). The agent must learn it from that answer
+// within a heartbeat, stay connected, refuse enrollments with the same
+// 403, and keep what it accepted: certificates enrolled before the
+// disable stay in the registry (revoked with the edge CA).
+func TestDMSDisabledBehindExternalBroker(t *testing.T) {
+	s := system.StartT(t, system.Options{ExternalBroker: true, Secrets: 1})
+	ctx := context.Background()
+	creds, err := s.MintSecrets(ctx, 60, "ext-disabled-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := enrollFleet(t, s, creds[:40], fleetOptions{}).wait(t)
+	assertExactlyOnce(t, s, before)
+
+	if err := s.Call("POST", "/api/v1/dmss/"+s.DMSID+"/disable", nil, nil); err != nil {
+		t.Fatalf("disabling the DMS: %v", err)
+	}
+	// The agent's heartbeat is every 30 s; its answer carries the news.
+	if err := s.WaitAgent(ctx, 90*time.Second, func(st system.AgentStatus) bool { return st.Disabled }); err != nil {
+		st, _ := agentStatus(s)
+		t.Fatalf("behind mosquitto the agent's /status does not say it is disabled 90 s after the DMS was: %+v", st)
+	}
+	if st, _ := agentStatus(s); !st.Online {
+		t.Errorf("the agent went offline: mosquitto should keep it connected (%+v)", st)
+	}
+	if n := len(logLines(t, s, "agent", disabledMessage, `"learned_from":"control plane"`)); n != 1 {
+		t.Errorf("the agent logged %d lines saying the control plane told it it was disabled, want 1", n)
+	}
+	if len(logLines(t, s, "controlplane-1", "answered DMSDisabled", s.DMSID)) == 0 {
+		t.Error("the control plane's log shows no DMSDisabled answer")
+	}
+	got, refused := fleetOutcome(enrollFleet(t, s, creds[40:], fleetOptions{}))
+	if len(got) != 0 {
+		t.Errorf("%d devices got a certificate from the disabled gateway", len(got))
+	}
+	for d, why := range refused {
+		if !strings.Contains(why, "403") || !strings.Contains(why, disabledMessage) {
+			t.Errorf("device %s: got %q, want a 403 saying %q", d, why, disabledMessage)
+		}
+	}
+	var serials []string
+	for _, e := range before {
+		serials = append(serials, serialOf(e.Cert))
+	}
+	if n := certsInRegistry(t, s, serials); n != len(serials) {
+		t.Errorf("the registry holds %d of the %d certificates accepted before the disable", n, len(serials))
 	}
 }

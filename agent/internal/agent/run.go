@@ -130,7 +130,7 @@ func (a *Agent) setDisabled(v bool) {
 	}
 	if v {
 		a.disabledSince.Store(at.UnixMilli())
-		a.log.Error(DisabledMessage+" (the broker answers Banned): refusing enrollments; retrying the connection slowly", "dms_id", a.identity().DMSID, "retry_every", a.sync.DisabledRetry.String())
+		a.log.Error(DisabledMessage+": refusing enrollments and keeping the outbox", "dms_id", a.identity().DMSID, "learned_from", a.sync.DisabledSource(), "retry_every", a.sync.DisabledRetry.String())
 		return
 	}
 	a.disabledSince.Store(0)

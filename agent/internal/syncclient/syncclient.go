@@ -70,7 +70,11 @@ type Client struct {
 	Disabled      bool
 	DisabledRetry time.Duration
 	// OnDisabled, if set, is called when the state changes: true on a
-	// Banned CONNACK, false when a connection is accepted again.
+	// Banned CONNACK or a DMSDisabled answer from the control plane (an
+	// external broker knows nothing of DMS states); false when a
+	// connection is accepted again (after Banned) or the control plane
+	// answers otherwise (after DMSDisabled). While the control plane says
+	// disabled, records stay in the outbox unsent; heartbeats go on.
 	OnDisabled func(disabled bool)
 	Log        *slog.Logger
 
@@ -78,16 +82,31 @@ type Client struct {
 	inFlight map[string]time.Time // record id -> sent at
 	online   atomic.Bool
 	disabled atomic.Bool
-	lastSync atomic.Int64
-	kick     chan struct{}
+	// byControlPlane: the state was set by a DMSDisabled answer, which an
+	// accepted connection does not clear (behind an external broker every
+	// connection is accepted).
+	byControlPlane atomic.Bool
+	lastSync       atomic.Int64
+	kick           chan struct{}
 }
 
 // Online reports whether the broker connection is up.
 func (c *Client) Online() bool { return c.online.Load() }
 
-// IsDisabled reports whether the broker's last answer to a CONNECT was
-// Banned: the control plane disabled this DMS.
+// IsDisabled reports whether the control plane disabled this DMS: the
+// broker's last answer to a CONNECT was Banned, or the control plane's
+// last answer was DMSDisabled.
 func (c *Client) IsDisabled() bool { return c.disabled.Load() }
+
+// DisabledSource says who said the DMS is disabled: "control plane" (a
+// DMSDisabled answer) or "broker" (CONNACK Banned, or the state restored
+// at start).
+func (c *Client) DisabledSource() string {
+	if c.byControlPlane.Load() {
+		return "control plane"
+	}
+	return "broker"
+}
 
 // setDisabled records the state and reports a change.
 func (c *Client) setDisabled(v bool) {
@@ -163,11 +182,7 @@ func (c *Client) Run(ctx context.Context) error {
 		ReconnectBackoff:              c.reconnectBackoff,
 		ConnectTimeout:                10 * time.Second,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			c.online.Store(true)
-			c.setDisabled(false)
-			c.mu.Lock()
-			clear(c.inFlight) // a new connection: resend what was in flight
-			c.mu.Unlock()
+			c.connected()
 			go func() {
 				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
@@ -224,9 +239,22 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// connected is the state change of an accepted connection: online, no
+// longer disabled unless the control plane said so, and what was in
+// flight is sent again.
+func (c *Client) connected() {
+	c.online.Store(true)
+	if !c.byControlPlane.Load() {
+		c.setDisabled(false)
+	}
+	c.mu.Lock()
+	clear(c.inFlight)
+	c.mu.Unlock()
+}
+
 // pump sends the oldest records that are not waiting for an ack.
 func (c *Client) pump(ctx context.Context, cm *autopaho.ConnectionManager) {
-	if !c.online.Load() {
+	if !c.online.Load() || c.disabled.Load() {
 		return
 	}
 	for {
@@ -314,6 +342,16 @@ func (c *Client) onDown(p *paho.Publish) {
 	if down == nil {
 		return
 	}
+	if isDisabledAnswer(down) {
+		// Not a sync: the local quota does not restart, nothing is acked.
+		c.byControlPlane.Store(true)
+		c.setDisabled(true)
+		return
+	}
+	if c.byControlPlane.Swap(false) {
+		c.setDisabled(false)
+		c.Kick()
+	}
 	c.lastSync.Store(time.Now().UnixMilli())
 	if c.OnDown != nil && len(down.GetUpdates()) > 0 {
 		c.OnDown(down)
@@ -338,4 +376,15 @@ func (c *Client) onDown(p *paho.Publish) {
 			c.Kick()
 		}
 	}
+}
+
+// isDisabledAnswer reports whether a down message says the DMS is
+// disabled (a DMSDisabled update, whatever else it holds).
+func isDisabledAnswer(d *syncpb.Down) bool {
+	for _, u := range d.GetUpdates() {
+		if u.GetDmsDisabled() != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -106,18 +106,25 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 	var answers []answer
 	var state *stateUpdates
 	var out applied
+	var disabledAt *time.Time
+	disabled := false
 	err := a.Reg.Tx(ctx, func(tx pgx.Tx) error {
 		answers, state = nil, nil
 		out = applied{}
+		disabled, disabledAt = false, nil
 		// Only "no such row" and a DMS that is not active are
 		// ErrUnknownDMS, which the consumer acknowledges and drops; a
 		// database error (a restart, a lost connection, a cancelled
 		// context) must leave the message to be applied again.
 		var status string
-		if err := tx.QueryRow(ctx, `SELECT status FROM dmss WHERE id = $1 FOR SHARE`, dmsID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
+		if err := tx.QueryRow(ctx, `SELECT d.status, c.revoked_at FROM dmss d LEFT JOIN certificates c ON c.serial = d.identity_serial WHERE d.id = $1 FOR SHARE OF d`, dmsID).Scan(&status, &disabledAt); errors.Is(err, pgx.ErrNoRows) {
 			return ErrUnknownDMS
 		} else if err != nil {
 			return fmt.Errorf("sync: reading DMS %s: %w", dmsID, err)
+		}
+		if status == "disabled" && version >= 4 {
+			disabled = true
+			return nil
 		}
 		if status != "active" {
 			return ErrUnknownDMS
@@ -160,6 +167,9 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 	})
 	if err != nil {
 		return nil, err
+	}
+	if disabled {
+		return a.disabledAnswer(dmsID, version, disabledAt), nil
 	}
 	if len(out.revokedSerials) > 0 {
 		a.Svc.RevokedAfterCommit(ctx, out.revokedCAs, out.revokedSerials)
@@ -448,4 +458,28 @@ func clip(s string, n int) string {
 		s = s[:len(s)-size]
 	}
 	return s
+}
+
+// disabledAnswer is the whole answer to an up message of a disabled DMS
+// (protocol 4 on): one DMSDisabled update and no ack, so the agent keeps
+// its outbox, stops issuing and tells its devices. Behind the embedded
+// broker the agent learns it from CONNACK Banned; behind an external
+// broker this reply is how it learns. The same message seen by two
+// replicas gets the same answer, and nothing is written.
+func (a *Applier) disabledAnswer(dmsID uuid.UUID, version uint32, at *time.Time) *syncpb.Envelope {
+	var ms int64
+	if at != nil {
+		ms = at.UnixMilli()
+	}
+	a.log().Warn("sync: message from a disabled DMS; answered DMSDisabled", "dms_id", dmsID)
+	return &syncpb.Envelope{
+		MessageId:       syncproto.NewMessageID(),
+		DmsId:           dmsID.String(),
+		SentAtUnixMs:    a.now().UnixMilli(),
+		ProtocolVersion: version,
+		Body: &syncpb.Envelope_Down{Down: &syncpb.Down{Updates: []*syncpb.Update{{
+			UpdateId: "dms-disabled",
+			Payload:  &syncpb.Update_DmsDisabled{DmsDisabled: &syncpb.DMSDisabled{DisabledAtUnixMs: ms}},
+		}}}},
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/outpost-pki/outpost/controlplane/internal/syncsvc"
 	"github.com/outpost-pki/outpost/internal/issuer"
 	"github.com/outpost-pki/outpost/proto/syncpb"
+	"github.com/outpost-pki/outpost/proto/syncproto"
 )
 
 // authzGateway is a local-mode DMS with its edge CA, as the sync link
@@ -152,8 +153,10 @@ func TestSyncAuthorization(t *testing.T) {
 // edge CA signed after the revocation do not get in through the sync
 // apply path, whatever the state of the DMS row:
 //
-//   - while the DMS is disabled, Apply refuses the whole message
-//     (ErrUnknownDMS: the consumer drops it);
+//   - while the DMS is disabled, Apply acknowledges nothing: an agent of
+//     protocol 4 or later is answered with one DMSDisabled update (the
+//     time its identity was revoked), an older one gets ErrUnknownDMS
+//     (the consumer drops the message);
 //   - with the DMS row set back to active (an insider, a restore), the
 //     record reaches applyIssued and is refused for good: the edge CA is
 //     revoked, and a certificate whose validity starts after the
@@ -181,8 +184,22 @@ func TestStolenGatewayRecordsRefused(t *testing.T) {
 	soon := g.sign(t, "d2.stolen.example", edge.RevokedAt.Add(time.Second))
 	serials := []string{strings.ToLower(later.SerialNumber.Text(16)), strings.ToLower(soon.SerialNumber.Text(16))}
 
-	if _, err := f.a.Apply(f.ctx, g.id, up(g.id.String(), issuedRec("after-1", "dev-after", g.caID, later.Raw))); !errors.Is(err, syncsvc.ErrUnknownDMS) {
-		t.Errorf("a record from the disabled DMS: got %v, want ErrUnknownDMS", err)
+	reply, err := f.a.Apply(f.ctx, g.id, up(g.id.String(), issuedRec("after-1", "dev-after", g.caID, later.Raw)))
+	if err != nil {
+		t.Fatalf("a record from the disabled DMS: %v", err)
+	}
+	if d := reply.GetDown(); d.GetAck() != nil || len(d.GetUpdates()) != 1 || d.GetUpdates()[0].GetDmsDisabled() == nil {
+		t.Errorf("the answer to a disabled DMS: got %v, want one DMSDisabled update and no ack", reply)
+	} else if at := d.GetUpdates()[0].GetDmsDisabled().GetDisabledAtUnixMs(); at < edge.RevokedAt.Add(-time.Second).UnixMilli() || at > edge.RevokedAt.Add(time.Second).UnixMilli() {
+		t.Errorf("DMSDisabled says disabled at %v, the edge CA was revoked at %v", time.UnixMilli(at), edge.RevokedAt)
+	}
+	if err := syncproto.Validate(reply); err != nil {
+		t.Errorf("the DMSDisabled answer does not validate: %v", err)
+	}
+	old := up(g.id.String(), issuedRec("after-1", "dev-after", g.caID, later.Raw))
+	old.ProtocolVersion = 3
+	if _, err := f.a.Apply(f.ctx, g.id, old); !errors.Is(err, syncsvc.ErrUnknownDMS) {
+		t.Errorf("a record from the disabled DMS in protocol 3: got %v, want ErrUnknownDMS", err)
 	}
 
 	if _, err := f.e.App.Pool.Exec(f.ctx, `UPDATE dmss SET status = 'active' WHERE id = $1`, g.id); err != nil {
