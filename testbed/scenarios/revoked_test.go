@@ -197,6 +197,26 @@ func TestDMSDisabledBehindExternalBroker(t *testing.T) {
 			t.Errorf("device %s: got %q, want a 403 saying %q", d, why, disabledMessage)
 		}
 	}
+
+	t.Log("a restarted agent stays disabled: its accepted connection does not clear what the control plane said")
+	if err := s.Proc("agent").Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Proc("agent").Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitAgentUp(t, s, time.Minute)
+	if err := s.WaitAgent(ctx, time.Minute, func(st system.AgentStatus) bool { return st.Online }); err != nil {
+		t.Fatalf("the restarted agent does not connect to mosquitto: %v", err)
+	}
+	time.Sleep(3 * time.Second) // more than a heartbeat (2 s) and its answer
+	if st, _ := agentStatus(s); !st.Disabled {
+		t.Errorf("after a restart behind mosquitto the agent's /status says disabled=%v, want true", st.Disabled)
+	}
+	if n := len(logLines(t, s, "agent", "accepts this gateway again")); n != 0 {
+		t.Errorf("the agent logged %d times that it was enabled again", n)
+	}
+
 	var serials []string
 	for _, e := range before {
 		serials = append(serials, serialOf(e.Cert))

@@ -60,6 +60,10 @@ type Status struct {
 // plane disabled this DMS); zero or absent: not disabled.
 const kvDisabled = "dms_disabled"
 
+// kvDisabledBy is who said so: "control plane" (a DMSDisabled answer) or
+// "broker" (CONNACK Banned); see syncclient.Client.DisabledSource.
+const kvDisabledBy = "dms_disabled_by"
+
 // DisabledMessage is what devices are told while the DMS is disabled.
 const DisabledMessage = "this gateway has been disabled by the control plane"
 
@@ -96,6 +100,9 @@ type Agent struct {
 	// disabledSince is when the agent learned its DMS is disabled (Unix
 	// ms; 0: it is not).
 	disabledSince atomic.Int64
+	// disabledByControlPlane: the restored state came from a DMSDisabled
+	// answer (an accepted connection does not clear it).
+	disabledByControlPlane bool
 	// answered holds the OCSP responder requests answered lately
 	// (responder.go).
 	answeredMu sync.Mutex
@@ -113,6 +120,9 @@ func (a *Agent) loadDisabled() error {
 	}
 	if ok && !t.IsZero() {
 		a.disabledSince.Store(t.UnixMilli())
+		if by, err := a.store.GetKV(kvDisabledBy); err == nil {
+			a.disabledByControlPlane = string(by) == syncclient.SourceControlPlane
+		}
 		a.log.Error(DisabledMessage+" (learned before this start): issuing nothing; checking again at each connection attempt", "dms_id", a.identity().DMSID, "disabled_since", t)
 	}
 	return nil
@@ -126,6 +136,9 @@ func (a *Agent) setDisabled(v bool) {
 		at = time.Now()
 	}
 	if err := a.store.SetKVTime(kvDisabled, at); err != nil {
+		a.log.Error("recording the dms's disabled state", "err", err)
+	}
+	if err := a.store.SetKV(kvDisabledBy, []byte(a.sync.DisabledSource())); err != nil {
 		a.log.Error("recording the dms's disabled state", "err", err)
 	}
 	if v {
@@ -193,7 +206,7 @@ func Run(ctx context.Context, cfg *agentconfig.Config, log *slog.Logger, ready f
 	a.sync = &syncclient.Client{Store: st, DMSID: id.DMSID, BrokerURL: cfg.Sync.BrokerURL, TLS: tlsCfg, Batch: cfg.Sync.BatchSize,
 		AgentVersion: buildinfo.Version, Heartbeat: time.Duration(cfg.Sync.Heartbeat), Log: log, OnDown: a.onDown,
 		IdentityNotAfter: func() time.Time { return a.identity().Cert.NotAfter }, HeartbeatExtra: a.fillHeartbeat,
-		Disabled: a.disabled(), OnDisabled: a.setDisabled}
+		Disabled: a.disabled(), DisabledByControlPlane: a.disabledByControlPlane, OnDisabled: a.setDisabled}
 
 	ln, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {

@@ -67,8 +67,12 @@ type Client struct {
 	// it; the agent persists this). While disabled, connection attempts
 	// after the first are DisabledRetry apart (default 5m), so that a DMS
 	// enabled again is back within DisabledRetry.
-	Disabled      bool
-	DisabledRetry time.Duration
+	Disabled bool
+	// DisabledByControlPlane: Disabled came from a DMSDisabled answer
+	// (DisabledSource was SourceControlPlane), so an accepted connection
+	// does not clear it; the control plane's next other answer does.
+	DisabledByControlPlane bool
+	DisabledRetry          time.Duration
 	// OnDisabled, if set, is called when the state changes: true on a
 	// Banned CONNACK or a DMSDisabled answer from the control plane (an
 	// external broker knows nothing of DMS states); false when a
@@ -98,14 +102,19 @@ func (c *Client) Online() bool { return c.online.Load() }
 // last answer was DMSDisabled.
 func (c *Client) IsDisabled() bool { return c.disabled.Load() }
 
-// DisabledSource says who said the DMS is disabled: "control plane" (a
-// DMSDisabled answer) or "broker" (CONNACK Banned, or the state restored
-// at start).
+// Who said the DMS is disabled (DisabledSource).
+const (
+	SourceBroker       = "broker"        // CONNACK Banned
+	SourceControlPlane = "control plane" // a DMSDisabled answer
+)
+
+// DisabledSource says who said the DMS is disabled: SourceControlPlane or
+// SourceBroker.
 func (c *Client) DisabledSource() string {
 	if c.byControlPlane.Load() {
-		return "control plane"
+		return SourceControlPlane
 	}
-	return "broker"
+	return SourceBroker
 }
 
 // setDisabled records the state and reports a change.
@@ -162,6 +171,7 @@ func (c *Client) Run(ctx context.Context) error {
 		c.DisabledRetry = 5 * time.Minute
 	}
 	c.disabled.Store(c.Disabled)
+	c.byControlPlane.Store(c.Disabled && c.DisabledByControlPlane)
 	c.mu.Lock()
 	c.inFlight = map[string]time.Time{}
 	c.kick = make(chan struct{}, 1)
