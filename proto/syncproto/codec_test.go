@@ -381,7 +381,12 @@ func TestValidationRules(t *testing.T) {
 		{"responder_request csr too large", fullDown, func(e *syncpb.Envelope) {
 			upd(e, 9).GetResponderRequest().CsrDer = make([]byte, syncproto.MaxDERSize+1)
 		}, "down.updates[9].responder_request.csr_der"},
-		{"dms_disabled time negative", fullDown, func(e *syncpb.Envelope) { upd(e, 10).GetDmsDisabled().DisabledAtUnixMs = -1 }, "down.updates[10].dms_disabled.disabled_at_unix_ms"},
+		{"dms_disabled time negative", disabledDown, func(e *syncpb.Envelope) { upd(e, 0).GetDmsDisabled().DisabledAtUnixMs = -1 }, "down.updates[0].dms_disabled.disabled_at_unix_ms"},
+		{"dms_disabled with an ack", disabledDown, func(e *syncpb.Envelope) { e.GetDown().Ack = ack() }, "down.updates"},
+		{"dms_disabled with another update", disabledDown, func(e *syncpb.Envelope) {
+			e.GetDown().Updates = append(e.GetDown().Updates, downUpdates()[0])
+		}, "down.updates"},
+		{"dms_disabled in protocol 3", disabledDown, func(e *syncpb.Envelope) { e.ProtocolVersion = 3 }, "down.updates"},
 
 		{"identity certificate missing", fullDown, func(e *syncpb.Envelope) { upd(e, 7).GetIdentity().CertificateDer = nil }, "down.updates[7].identity.certificate_der"},
 		{"identity chain element empty", fullDown, func(e *syncpb.Envelope) { upd(e, 7).GetIdentity().ChainDers = [][]byte{{}} }, "down.updates[7].identity.chain_ders[0]"},

@@ -116,9 +116,6 @@ func downUpdates() []*syncpb.Update {
 		{UpdateId: "u-responder", Payload: &syncpb.Update_ResponderRequest{ResponderRequest: &syncpb.ResponderRequest{
 			CaId: "edge-ca-2", CsrDer: csrDER,
 		}}},
-		{UpdateId: "u-disabled", Payload: &syncpb.Update_DmsDisabled{DmsDisabled: &syncpb.DMSDisabled{
-			DisabledAtUnixMs: 1_795_000_000_000,
-		}}},
 	}
 }
 
@@ -154,6 +151,8 @@ func samples() map[string]*syncpb.Envelope {
 	for _, u := range downUpdates() {
 		s["down/"+updateKind(u)] = envelope(&syncpb.Down{Updates: []*syncpb.Update{u}})
 	}
+	// Alone by rule (Validate), so not in fullDown.
+	s["down/dms_disabled"] = disabledDown()
 	return s
 }
 
@@ -166,3 +165,9 @@ func updateKind(u *syncpb.Update) string {
 }
 
 func clone(e *syncpb.Envelope) *syncpb.Envelope { return proto.Clone(e).(*syncpb.Envelope) }
+
+// disabledDown is the answer to a disabled DMS.
+func disabledDown() *syncpb.Envelope {
+	return envelope(&syncpb.Down{Updates: []*syncpb.Update{{UpdateId: "dms-disabled",
+		Payload: &syncpb.Update_DmsDisabled{DmsDisabled: &syncpb.DMSDisabled{DisabledAtUnixMs: 1_795_000_000_000}}}}})
+}

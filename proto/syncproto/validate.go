@@ -42,7 +42,7 @@ func Validate(e *syncpb.Envelope) error {
 	case *syncpb.Envelope_Up:
 		return within("up", validateUp(b.Up, e.GetProtocolVersion()))
 	case *syncpb.Envelope_Down:
-		return within("down", validateDown(b.Down))
+		return within("down", validateDown(b.Down, e.GetProtocolVersion()))
 	}
 	return invalid("body", "neither up nor down is set")
 }
@@ -201,10 +201,18 @@ func nonNegative(field string, v int64) error {
 	return nil
 }
 
-func validateDown(down *syncpb.Down) error {
+func validateDown(down *syncpb.Down, version uint32) error {
 	ups := down.GetUpdates()
 	if down.GetAck() == nil && len(ups) == 0 {
 		return invalid("updates", "neither an ack nor updates")
+	}
+	if IsDMSDisabled(down) {
+		if version < 4 {
+			return invalid("updates", "dms_disabled needs protocol version 4")
+		}
+		if down.GetAck() != nil || len(ups) != 1 {
+			return invalid("updates", "dms_disabled must be the only update, without an ack")
+		}
 	}
 	if ack := down.GetAck(); ack != nil {
 		if err := validateAck(ack); err != nil {
@@ -534,4 +542,16 @@ func checkCRLReason(field string, r int32) error {
 		return invalid(field, "not an RFC 5280 CRLReason (0..10 except 7)")
 	}
 	return nil
+}
+
+// IsDMSDisabled reports whether a down message is the control plane's
+// answer to a disabled DMS (a DMSDisabled update; Validate makes it the
+// message's only content).
+func IsDMSDisabled(d *syncpb.Down) bool {
+	for _, u := range d.GetUpdates() {
+		if u.GetDmsDisabled() != nil {
+			return true
+		}
+	}
+	return false
 }

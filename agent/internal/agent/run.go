@@ -120,30 +120,40 @@ func (a *Agent) loadDisabled() error {
 	}
 	if ok && !t.IsZero() {
 		a.disabledSince.Store(t.UnixMilli())
-		if by, err := a.store.GetKV(kvDisabledBy); err == nil {
+		by, err := a.store.GetKV(kvDisabledBy)
+		switch {
+		case err == nil:
 			a.disabledByControlPlane = string(by) == syncclient.SourceControlPlane
+		case !errors.Is(err, store.ErrNotFound):
+			return err
 		}
 		a.log.Error(DisabledMessage+" (learned before this start): issuing nothing; checking again at each connection attempt", "dms_id", a.identity().DMSID, "disabled_since", t)
 	}
 	return nil
 }
 
-// setDisabled is the sync client's OnDisabled: it persists the state
-// before issuance stops or resumes, and says so in the log.
-func (a *Agent) setDisabled(v bool) {
+// setDisabled is the sync client's OnDisabled: it persists the state and
+// who said it (the source first: a crash between the two writes leaves
+// the old state with the new source, never the reverse) before issuance
+// stops or resumes, and says so in the log when the state changes.
+func (a *Agent) setDisabled(v bool, source string) {
 	at := time.Time{}
 	if v {
 		at = time.Now()
+		if since := a.disabledSince.Load(); since != 0 {
+			at = time.UnixMilli(since) // only the source changed
+		}
+	}
+	if err := a.store.SetKV(kvDisabledBy, []byte(source)); err != nil {
+		a.log.Error("recording the dms's disabled state", "err", err)
 	}
 	if err := a.store.SetKVTime(kvDisabled, at); err != nil {
 		a.log.Error("recording the dms's disabled state", "err", err)
 	}
-	if err := a.store.SetKV(kvDisabledBy, []byte(a.sync.DisabledSource())); err != nil {
-		a.log.Error("recording the dms's disabled state", "err", err)
-	}
 	if v {
-		a.disabledSince.Store(at.UnixMilli())
-		a.log.Error(DisabledMessage+": refusing enrollments and keeping the outbox", "dms_id", a.identity().DMSID, "learned_from", a.sync.DisabledSource(), "retry_every", a.sync.DisabledRetry.String())
+		if a.disabledSince.Swap(at.UnixMilli()) == 0 {
+			a.log.Error(DisabledMessage+": refusing enrollments and keeping the outbox", "dms_id", a.identity().DMSID, "learned_from", source, "retry_every", a.sync.DisabledRetry.String())
+		}
 		return
 	}
 	a.disabledSince.Store(0)

@@ -73,18 +73,25 @@ type Client struct {
 	// does not clear it; the control plane's next other answer does.
 	DisabledByControlPlane bool
 	DisabledRetry          time.Duration
-	// OnDisabled, if set, is called when the state changes: true on a
-	// Banned CONNACK or a DMSDisabled answer from the control plane (an
-	// external broker knows nothing of DMS states); false when a
-	// connection is accepted again (after Banned) or the control plane
-	// answers otherwise (after DMSDisabled). While the control plane says
-	// disabled, records stay in the outbox unsent; heartbeats go on.
-	OnDisabled func(disabled bool)
+	// OnDisabled, if set, is called when the state or its source changes:
+	// disabled on a Banned CONNACK (SourceBroker) or a DMSDisabled answer
+	// from the control plane (SourceControlPlane: an external broker knows
+	// nothing of DMS states); enabled when a connection is accepted again
+	// (after Banned) or the control plane answers otherwise (after
+	// DMSDisabled). Calls are made one at a time, in the order of the
+	// changes. While the control plane says disabled, records stay in the
+	// outbox unsent; heartbeats go on, without the policy digest, so that
+	// an active DMS is always answered.
+	OnDisabled func(disabled bool, source string)
 	Log        *slog.Logger
 
 	mu       sync.Mutex
 	inFlight map[string]time.Time // record id -> sent at
 	online   atomic.Bool
+	// stateMu orders the changes of disabled and byControlPlane and their
+	// OnDisabled calls: the connection comes up and down messages arrive
+	// on different goroutines.
+	stateMu  sync.Mutex
 	disabled atomic.Bool
 	// byControlPlane: the state was set by a DMSDisabled answer, which an
 	// accepted connection does not clear (behind an external broker every
@@ -117,10 +124,24 @@ func (c *Client) DisabledSource() string {
 	return SourceBroker
 }
 
-// setDisabled records the state and reports a change.
-func (c *Client) setDisabled(v bool) {
-	if c.disabled.Swap(v) != v && c.OnDisabled != nil {
-		c.OnDisabled(v)
+// setState records the state and its source and reports a change of
+// either. With onlyFromBroker it changes nothing unless the current state
+// came from the broker (an accepted connection clears only Banned).
+func (c *Client) setState(disabled, byControlPlane, onlyFromBroker bool) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	if onlyFromBroker && c.byControlPlane.Load() {
+		return
+	}
+	if !disabled {
+		byControlPlane = false
+	}
+	changed := c.disabled.Swap(disabled) != disabled
+	if c.byControlPlane.Swap(byControlPlane) != byControlPlane && disabled {
+		changed = true
+	}
+	if changed && c.OnDisabled != nil {
+		c.OnDisabled(disabled, c.DisabledSource())
 	}
 }
 
@@ -209,7 +230,7 @@ func (c *Client) Run(ctx context.Context) error {
 		OnConnectError: func(err error) {
 			var ce *autopaho.ConnackError
 			if errors.As(err, &ce) && ce.ReasonCode == ReasonBanned {
-				c.setDisabled(true)
+				c.setState(true, false, false)
 				return
 			}
 			c.log().Debug("sync: connecting", "err", err)
@@ -254,9 +275,7 @@ func (c *Client) Run(ctx context.Context) error {
 // flight is sent again.
 func (c *Client) connected() {
 	c.online.Store(true)
-	if !c.byControlPlane.Load() {
-		c.setDisabled(false)
-	}
+	c.setState(false, false, true)
 	c.mu.Lock()
 	clear(c.inFlight)
 	c.mu.Unlock()
@@ -316,14 +335,7 @@ func (c *Client) pump(ctx context.Context, cm *autopaho.ConnectionManager) {
 func (c *Client) send(ctx context.Context, cm *autopaho.ConnectionManager, recs []*syncpb.Record, heartbeat bool) bool {
 	up := &syncpb.Up{Records: recs}
 	if heartbeat {
-		depth, _ := c.Store.Depth()
-		up.Heartbeat = &syncpb.Heartbeat{AgentVersion: c.AgentVersion, QueueDepth: uint64(depth), LastSyncUnixMs: c.lastSync.Load(), ProtocolVersion: syncproto.ProtocolVersion}
-		if c.IdentityNotAfter != nil {
-			up.Heartbeat.IdentityNotAfterUnixMs = c.IdentityNotAfter().UnixMilli()
-		}
-		if c.HeartbeatExtra != nil {
-			c.HeartbeatExtra(up.Heartbeat)
-		}
+		up.Heartbeat = c.heartbeat()
 	}
 	env := &syncpb.Envelope{MessageId: syncproto.NewMessageID(), DmsId: c.DMSID, SentAtUnixMs: time.Now().UnixMilli(),
 		ProtocolVersion: syncproto.ProtocolVersion, Body: &syncpb.Envelope_Up{Up: up}}
@@ -341,6 +353,25 @@ func (c *Client) send(ctx context.Context, cm *autopaho.ConnectionManager, recs 
 	return true
 }
 
+// heartbeat is the agent's state for the control plane.
+func (c *Client) heartbeat() *syncpb.Heartbeat {
+	depth, _ := c.Store.Depth()
+	h := &syncpb.Heartbeat{AgentVersion: c.AgentVersion, QueueDepth: uint64(depth), LastSyncUnixMs: c.lastSync.Load(), ProtocolVersion: syncproto.ProtocolVersion}
+	if c.IdentityNotAfter != nil {
+		h.IdentityNotAfterUnixMs = c.IdentityNotAfter().UnixMilli()
+	}
+	if c.HeartbeatExtra != nil {
+		c.HeartbeatExtra(h)
+	}
+	if c.byControlPlane.Load() {
+		// The control plane of an active DMS sends the policy to an
+		// agent without a digest: an answer other than DMSDisabled,
+		// which clears the state, is then certain.
+		h.PolicyDigest = nil
+	}
+	return h
+}
+
 // onDown handles a down message: acks remove records from the outbox.
 func (c *Client) onDown(p *paho.Publish) {
 	env, err := syncproto.Unmarshal(p.Payload)
@@ -352,14 +383,13 @@ func (c *Client) onDown(p *paho.Publish) {
 	if down == nil {
 		return
 	}
-	if isDisabledAnswer(down) {
+	if syncproto.IsDMSDisabled(down) {
 		// Not a sync: the local quota does not restart, nothing is acked.
-		c.byControlPlane.Store(true)
-		c.setDisabled(true)
+		c.setState(true, true, false)
 		return
 	}
-	if c.byControlPlane.Swap(false) {
-		c.setDisabled(false)
+	if c.byControlPlane.Load() {
+		c.setState(false, false, false)
 		c.Kick()
 	}
 	c.lastSync.Store(time.Now().UnixMilli())
@@ -386,15 +416,4 @@ func (c *Client) onDown(p *paho.Publish) {
 			c.Kick()
 		}
 	}
-}
-
-// isDisabledAnswer reports whether a down message says the DMS is
-// disabled (a DMSDisabled update, whatever else it holds).
-func isDisabledAnswer(d *syncpb.Down) bool {
-	for _, u := range d.GetUpdates() {
-		if u.GetDmsDisabled() != nil {
-			return true
-		}
-	}
-	return false
 }

@@ -36,9 +36,9 @@ func TestReconnectBackoffWhileDisabled(t *testing.T) {
 
 func TestSetDisabledReportsChanges(t *testing.T) {
 	var got []bool
-	c := &Client{OnDisabled: func(v bool) { got = append(got, v) }}
+	c := &Client{OnDisabled: func(v bool, _ string) { got = append(got, v) }}
 	for _, v := range []bool{true, true, false, false, true} {
-		c.setDisabled(v)
+		c.setState(v, false, false)
 	}
 	if want := []bool{true, false, true}; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Errorf("got %v, want %v", got, want)
@@ -77,14 +77,19 @@ func downMessage(t *testing.T, dms string, d *syncpb.Down) *paho.Publish {
 func TestDisabledByControlPlane(t *testing.T) {
 	const dms = "0b9c3d1e-8f1a-4c55-9a43-6b1f2e3d4c5b"
 	var changes []bool
+	var sources []string
 	ob := &outbox{}
-	c := &Client{DMSID: dms, Store: ob, OnDisabled: func(v bool) { changes = append(changes, v) }, inFlight: map[string]time.Time{}}
+	c := &Client{DMSID: dms, Store: ob, OnDisabled: func(v bool, src string) { changes = append(changes, v); sources = append(sources, src) }, inFlight: map[string]time.Time{}}
 	c.connected()
 
 	c.onDown(downMessage(t, dms, &syncpb.Down{Updates: []*syncpb.Update{{UpdateId: "dms-disabled",
 		Payload: &syncpb.Update_DmsDisabled{DmsDisabled: &syncpb.DMSDisabled{DisabledAtUnixMs: time.Now().UnixMilli()}}}}}))
-	if !c.IsDisabled() || c.DisabledSource() != "control plane" || len(changes) != 1 || !changes[0] {
-		t.Fatalf("after DMSDisabled: disabled %v (source %s), changes %v", c.IsDisabled(), c.DisabledSource(), changes)
+	if !c.IsDisabled() || c.DisabledSource() != SourceControlPlane || len(changes) != 1 || !changes[0] || sources[0] != SourceControlPlane {
+		t.Fatalf("after DMSDisabled: disabled %v (source %s), changes %v %v", c.IsDisabled(), c.DisabledSource(), changes, sources)
+	}
+	c.HeartbeatExtra = func(h *syncpb.Heartbeat) { h.PolicyDigest = []byte("digest") }
+	if hb := c.heartbeat(); hb.PolicyDigest != nil {
+		t.Errorf("a heartbeat while the control plane says disabled carries the policy digest %q: an active DMS might not answer it", hb.GetPolicyDigest())
 	}
 	if !c.LastSync().IsZero() {
 		t.Errorf("a DMSDisabled answer counted as a sync (%v): it would restart the local quota", c.LastSync())
@@ -103,10 +108,13 @@ func TestDisabledByControlPlane(t *testing.T) {
 		t.Errorf("after an ack: disabled %v, changes %v, last sync %v, acked %v", c.IsDisabled(), changes, c.LastSync(), ob.acked)
 	}
 
-	// Banned at CONNECT is cleared by the next accepted connection.
-	c.setDisabled(true)
-	if c.DisabledSource() != "broker" {
-		t.Errorf("source after Banned: %s", c.DisabledSource())
+	// Banned at CONNECT is cleared by the next accepted connection; so
+	// is Banned after DMSDisabled (the source becomes the broker).
+	c.onDown(downMessage(t, dms, &syncpb.Down{Updates: []*syncpb.Update{{UpdateId: "dms-disabled",
+		Payload: &syncpb.Update_DmsDisabled{DmsDisabled: &syncpb.DMSDisabled{}}}}}))
+	c.setState(true, false, false)
+	if c.DisabledSource() != SourceBroker || sources[len(sources)-1] != SourceBroker || !changes[len(changes)-1] {
+		t.Errorf("source after Banned: %s (reported %v %v)", c.DisabledSource(), changes, sources)
 	}
 	c.connected()
 	if c.IsDisabled() {

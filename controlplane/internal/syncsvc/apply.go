@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -45,7 +46,15 @@ type Applier struct {
 	// sync (responders.go). Without it, ResponderCertificate records are
 	// rejected as not handled and no ResponderRequest is sent.
 	OCSP *ocspresponder.Responder
+
+	// disabledWarned: DMS id -> when this replica last logged a warning
+	// for a disabled DMS's message (one an hour per DMS; Debug between).
+	disabledWarned sync.Map
 }
+
+// disabledWarnEvery is how often a replica warns about each disabled DMS
+// that still sends (its agent heartbeats until it is shut down).
+const disabledWarnEvery = time.Hour
 
 // applied collects what one message's transaction produced besides acks:
 // updates for the agent and revocations to announce after the commit.
@@ -471,7 +480,13 @@ func (a *Applier) disabledAnswer(dmsID uuid.UUID, version uint32, at *time.Time)
 	if at != nil {
 		ms = at.UnixMilli()
 	}
-	a.log().Warn("sync: message from a disabled DMS; answered DMSDisabled", "dms_id", dmsID)
+	now := a.now()
+	if last, ok := a.disabledWarned.Load(dmsID); !ok || now.Sub(last.(time.Time)) >= disabledWarnEvery {
+		a.disabledWarned.Store(dmsID, now)
+		a.log().Warn("sync: message from a disabled DMS; answered DMSDisabled (its gateway should be shut down; logged once an hour)", "dms_id", dmsID)
+	} else {
+		a.log().Debug("sync: message from a disabled DMS; answered DMSDisabled", "dms_id", dmsID)
+	}
 	return &syncpb.Envelope{
 		MessageId:       syncproto.NewMessageID(),
 		DmsId:           dmsID.String(),

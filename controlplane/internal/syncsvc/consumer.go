@@ -142,7 +142,7 @@ func (c *Consumer) handle(ctx context.Context, cm *autopaho.ConnectionManager, p
 			ack()
 			return
 		}
-		if err == nil {
+		if err == nil && !syncproto.IsDMSDisabled(reply.GetDown()) {
 			c.Applied.Add(1)
 			log.Debug("sync: applied a message", "dms_id", dmsStr, "message_id", env.GetMessageId(), "records", len(env.GetUp().GetRecords()))
 		}
