@@ -1,8 +1,10 @@
 package syncsvc_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -184,6 +186,8 @@ func TestStolenGatewayRecordsRefused(t *testing.T) {
 	soon := g.sign(t, "d2.stolen.example", edge.RevokedAt.Add(time.Second))
 	serials := []string{strings.ToLower(later.SerialNumber.Text(16)), strings.ToLower(soon.SerialNumber.Text(16))}
 
+	var logged bytes.Buffer
+	f.a.Log = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reply, err := f.a.Apply(f.ctx, g.id, up(g.id.String(), issuedRec("after-1", "dev-after", g.caID, later.Raw)))
 	if err != nil {
 		t.Fatalf("a record from the disabled DMS: %v", err)
@@ -195,6 +199,16 @@ func TestStolenGatewayRecordsRefused(t *testing.T) {
 	}
 	if err := syncproto.Validate(reply); err != nil {
 		t.Errorf("the DMSDisabled answer does not validate: %v", err)
+	}
+	// A disabled DMS's agent heartbeats until it is shut down: one
+	// warning an hour per DMS, not one per message.
+	for i := 0; i < 3; i++ {
+		if _, err := f.a.Apply(f.ctx, g.id, up(g.id.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logged.String(), "answered DMSDisabled"); n != 1 {
+		t.Errorf("four messages from the disabled DMS gave %d warnings, want 1 (those after the first come at most once an hour):\n%s", n, logged.String())
 	}
 	old := up(g.id.String(), issuedRec("after-1", "dev-after", g.caID, later.Raw))
 	old.ProtocolVersion = 3
