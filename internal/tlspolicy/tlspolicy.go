@@ -11,6 +11,7 @@ package tlspolicy
 
 import (
 	"crypto/tls"
+	"net/http"
 	"slices"
 )
 
@@ -55,3 +56,12 @@ func Server(c *tls.Config) *tls.Config {
 // agentless-rotation probe, which must read the certificate of whatever
 // old device it rotates.
 func Client(c *tls.Config) *tls.Config { return Server(c) }
+
+// HTTPTransport is http.DefaultTransport (proxy from the environment,
+// timeouts, HTTP/2) with c under the Client policy: for the HTTPS clients
+// Outpost builds itself (enrollment and notification webhooks).
+func HTTPTransport(c *tls.Config) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = Client(c)
+	return tr
+}

@@ -25,12 +25,7 @@ var legacyClients = map[string]*tls.Config{
 // negotiates TLS 1.3 with a default client. The same listener without
 // the policy is the control: it accepts CBC suites.
 func TestServerPolicy(t *testing.T) {
-	pki := testpki.NewT(t)
-	ca := pki.Root("tlspolicy test root")
-	certs := []tls.Certificate{
-		ca.Leaf("localhost", testpki.DNSNames("localhost")).TLSCertificate(),
-		ca.Leaf("localhost", testpki.DNSNames("localhost"), testpki.KeyAlgorithm(testpki.RSA2048)).TLSCertificate(),
-	}
+	certs := serverCerts(t)
 	policy := serve(t, tlspolicy.Server(&tls.Config{Certificates: certs}))
 	plain := serve(t, &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12})
 
@@ -70,12 +65,7 @@ func TestServerPolicy(t *testing.T) {
 // Go's default client (the control) accepts the CBC one; it connects to a
 // server with a policy suite and negotiates TLS 1.3 where offered.
 func TestClientPolicy(t *testing.T) {
-	pki := testpki.NewT(t)
-	ca := pki.Root("tlspolicy client test root")
-	certs := []tls.Certificate{
-		ca.Leaf("localhost", testpki.DNSNames("localhost")).TLSCertificate(),
-		ca.Leaf("localhost", testpki.DNSNames("localhost"), testpki.KeyAlgorithm(testpki.RSA2048)).TLSCertificate(),
-	}
+	certs := serverCerts(t)
 	client := tlspolicy.Client(&tls.Config{})
 	for _, c := range []struct {
 		name   string
@@ -106,6 +96,16 @@ func TestClientPolicy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// serverCerts are an ECDSA and an RSA certificate for localhost, so that
+// every suite has a certificate it could use.
+func serverCerts(t *testing.T) []tls.Certificate {
+	ca := testpki.NewT(t).Root("tlspolicy test root")
+	return []tls.Certificate{
+		ca.Leaf("localhost", testpki.DNSNames("localhost")).TLSCertificate(),
+		ca.Leaf("localhost", testpki.DNSNames("localhost"), testpki.KeyAlgorithm(testpki.RSA2048)).TLSCertificate(),
 	}
 }
 

@@ -61,7 +61,7 @@ type clientCAs struct {
 
 func newESTServer(a *Agent) (*estServer, error) {
 	c := a.cfg.EST
-	tc := tlspolicy.Client(&tls.Config{})
+	tc := &tls.Config{}
 	if c.WebhookCAFile != "" {
 		b, err := os.ReadFile(c.WebhookCAFile)
 		if err != nil {
@@ -73,9 +73,7 @@ func newESTServer(a *Agent) (*estServer, error) {
 		}
 		tc.RootCAs = pool
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: tlspolicy.HTTPTransport(tc)}
 	return &estServer{a: a,
 		byAddr:   ratelimit.New(*c.RatePerAddress, c.BurstPerAddress, 100_000),
 		byDevice: ratelimit.New(*c.RatePerDevice, c.BurstPerDevice, 100_000),

@@ -104,11 +104,9 @@ func (d *Dispatcher) init() {
 	d.initOnce.Do(func() {
 		d.http = d.HTTP
 		if d.http == nil {
-			tr := http.DefaultTransport.(*http.Transport).Clone()
-			tr.TLSClientConfig = tlspolicy.Client(&tls.Config{})
 			d.http = &http.Client{
 				Timeout:   sendTimeout,
-				Transport: tr,
+				Transport: tlspolicy.HTTPTransport(&tls.Config{}),
 				CheckRedirect: func(*http.Request, []*http.Request) error {
 					return http.ErrUseLastResponse
 				},

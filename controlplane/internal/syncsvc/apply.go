@@ -126,12 +126,17 @@ func (a *Applier) Apply(ctx context.Context, dmsID uuid.UUID, env *syncpb.Envelo
 		// database error (a restart, a lost connection, a cancelled
 		// context) must leave the message to be applied again.
 		var status string
-		if err := tx.QueryRow(ctx, `SELECT d.status, c.revoked_at FROM dmss d LEFT JOIN certificates c ON c.serial = d.identity_serial WHERE d.id = $1 FOR SHARE OF d`, dmsID).Scan(&status, &disabledAt); errors.Is(err, pgx.ErrNoRows) {
+		if err := tx.QueryRow(ctx, `SELECT status FROM dmss WHERE id = $1 FOR SHARE`, dmsID).Scan(&status); errors.Is(err, pgx.ErrNoRows) {
 			return ErrUnknownDMS
 		} else if err != nil {
 			return fmt.Errorf("sync: reading DMS %s: %w", dmsID, err)
 		}
 		if status == "disabled" && version >= 4 {
+			// When its identity was revoked, for the answer (rare: read
+			// here, not with every message's status).
+			if err := tx.QueryRow(ctx, `SELECT c.revoked_at FROM dmss d JOIN certificates c ON c.serial = d.identity_serial WHERE d.id = $1`, dmsID).Scan(&disabledAt); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("sync: reading DMS %s: %w", dmsID, err)
+			}
 			disabled = true
 			return nil
 		}
